@@ -1,0 +1,201 @@
+"""Commands about past runs: runs, show, logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cairn.cli.common import JsonOpt, ProjectOpt, ago, console, print_json, seconds, short, styled
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(runs)
+    app.command()(show)
+    app.command()(logs)
+
+
+def _meta(project: str) -> Any:
+    from cairn.config import load_settings
+    from cairn.storage.metadata import open_metadata
+
+    settings = load_settings(project)
+    return open_metadata(settings.database, settings.root)
+
+
+def _counts(steps: list[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in steps:
+        out[s.status] = out.get(s.status, 0) + 1
+    return out
+
+
+def runs(
+    project: ProjectOpt = ".",
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs to show.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run history, newest first."""
+    with _meta(project) as meta:
+        records = meta.list_runs(limit)
+        rows = []
+        for r in records:
+            counts = _counts(meta.run_steps(r.run_id))
+            duration = (r.finished_at - r.created_at) if r.finished_at else None
+            rows.append((r, counts, duration))
+    if as_json:
+        print_json(
+            [
+                {
+                    "run_id": r.run_id,
+                    "status": r.status,
+                    "selection": r.selection,
+                    "profile": r.profile,
+                    "created_at": r.created_at,
+                    "finished_at": r.finished_at,
+                    "duration_s": d,
+                    "steps": c,
+                }
+                for r, c, d in rows
+            ]
+        )
+        return
+    table = Table("run", "status", "started", "duration", "selection", "steps", box=None, header_style="bold")
+    for r, counts, duration in rows:
+        steps = " ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        table.add_row(r.run_id, styled(r.status), ago(r.created_at), seconds(duration), escape(r.selection), steps)
+    console.print(table)
+
+
+def show(
+    run_id: Annotated[str, typer.Argument(help="A run id, a unique prefix of one, or 'latest'.")],
+    project: ProjectOpt = ".",
+    as_json: JsonOpt = False,
+) -> None:
+    """One run with its steps and attempts."""
+    with _meta(project) as meta:
+        rid = meta.resolve_run_id(run_id)
+        run = meta.get_run(rid)
+        steps = meta.run_steps(rid)
+        attempts = meta.attempts(rid)
+    assert run is not None
+    if as_json:
+        print_json(
+            {
+                "run_id": run.run_id,
+                "status": run.status,
+                "selection": run.selection,
+                "profile": run.profile,
+                "created_at": run.created_at,
+                "finished_at": run.finished_at,
+                "args": run.args,
+                "environment": run.environment,
+                "steps": [
+                    {
+                        "asset": s.asset,
+                        "partition": s.partition or None,
+                        "status": s.status,
+                        "reason": s.reason,
+                        "attempts": s.attempts,
+                        "cache_key": s.cache_key,
+                        "data_version": s.data_version,
+                        "duration_s": s.duration_s,
+                        "error": s.error,
+                    }
+                    for s in steps
+                ],
+                "attempts": [
+                    {
+                        "asset": a.asset,
+                        "partition": a.partition or None,
+                        "attempt": a.attempt,
+                        "status": a.status,
+                        "started_at": a.started_at,
+                        "finished_at": a.finished_at,
+                        "error": a.error,
+                    }
+                    for a in attempts
+                ],
+            }
+        )
+        return
+    duration = (run.finished_at - run.created_at) if run.finished_at else None
+    console.print(
+        f"run [bold]{run.run_id}[/] {styled(run.status)}  selection: {escape(run.selection)}  "
+        f"started {ago(run.created_at)}  duration {seconds(duration)}"
+    )
+    if run.profile:
+        console.print(f"profile: {run.profile}")
+    table = Table("step", "status", "attempts", "duration", "data version", "reason", box=None, header_style="bold")
+    for s in steps:
+        name = f"{s.asset}@{s.partition}" if s.partition else s.asset
+        table.add_row(
+            name,
+            styled(s.status),
+            str(s.attempts),
+            seconds(s.duration_s),
+            short(s.data_version),
+            escape(s.reason),
+        )
+    console.print(table)
+    failed = [a for a in attempts if a.error]
+    for a in failed:
+        name = f"{a.asset}@{a.partition}" if a.partition else a.asset
+        console.print(f"[red]{name} attempt {a.attempt} {a.status}[/]: {escape(a.error or '')}")
+
+
+def logs(
+    run_id: Annotated[str, typer.Argument(help="A run id, a unique prefix, or 'latest'.")],
+    step: Annotated[str | None, typer.Argument(help="ASSET or ASSET@PARTITION; default every step.")] = None,
+    project: ProjectOpt = ".",
+    as_json: JsonOpt = False,
+) -> None:
+    """Captured logs of a run (ctx.log lines, printed output, and errors of failed attempts)."""
+    from cairn.core.keys import parse_step
+
+    target = parse_step(step) if step else None
+    with _meta(project) as meta:
+        rid = meta.resolve_run_id(run_id)
+        records = meta.logs(rid, target.asset if target else None, target.partition if target else None)
+        attempts = [
+            a
+            for a in meta.attempts(rid)
+            if a.error and (target is None or (a.asset, a.partition) == (target.asset, target.partition))
+        ]
+    if as_json:
+        print_json(
+            [
+                {
+                    "asset": r.asset,
+                    "partition": r.partition or None,
+                    "attempt": r.attempt,
+                    "at": r.created_at,
+                    "level": r.level,
+                    "message": r.message,
+                }
+                for r in records
+            ]
+            + [
+                {
+                    "asset": a.asset,
+                    "partition": a.partition or None,
+                    "attempt": a.attempt,
+                    "at": a.finished_at,
+                    "level": "ERROR",
+                    "message": a.error,
+                }
+                for a in attempts
+            ]
+        )
+        return
+    if not records and not attempts:
+        console.print(f"no captured logs for run {rid}" + (f" step {step}" if step else ""))
+        return
+    for r in records:
+        name = f"{r.asset}@{r.partition}" if r.partition else r.asset
+        console.print(f"[dim]{name}#{r.attempt}[/] {r.level:<7} {escape(r.message)}")
+    for a in attempts:
+        name = f"{a.asset}@{a.partition}" if a.partition else a.asset
+        console.print(f"[red]{name}#{a.attempt} ERROR[/]   {escape(a.error or '')}")

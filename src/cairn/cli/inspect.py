@@ -1,0 +1,239 @@
+"""Read-only commands about the pipeline: list, graph, plan, status, why."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cairn.cli.common import (
+    JsonOpt,
+    ProfileOpt,
+    ProjectOpt,
+    SetOpt,
+    ago,
+    console,
+    parse_sets,
+    print_json,
+    short,
+    styled,
+)
+
+GRAPH_FORMATS = ("text", "mermaid", "dot")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_assets)
+    app.command()(graph)
+    app.command()(plan)
+    app.command()(status)
+    app.command()(why)
+
+
+def _load(project: str) -> Any:
+    from cairn.project import load_project
+
+    return load_project(project)
+
+
+def list_assets(project: ProjectOpt = ".", as_json: JsonOpt = False) -> None:
+    """Assets with their kind, inputs and tags."""
+    proj = _load(project)
+    rows = []
+    for name in proj.graph.order:
+        a = proj.graph.assets[name]
+        doc = (a.fn.__doc__ or "").strip().splitlines()[0] if a.fn is not None and a.fn.__doc__ else ""
+        rows.append(
+            {
+                "asset": name,
+                "kind": "source" if a.is_source else a.kind,
+                "inputs": list(a.deps),
+                "partitions": None,
+                "tags": dict(a.tags),
+                "params": dict(a.params),
+                "description": doc or (a.path or ""),
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("asset", "kind", "inputs", "tags", "description", box=None, header_style="bold")
+    for r in rows:
+        tags = " ".join(f"{k}={v}" for k, v in r["tags"].items())
+        table.add_row(r["asset"], r["kind"], ", ".join(r["inputs"]), tags, escape(r["description"]))
+    console.print(table)
+
+
+def graph(
+    project: ProjectOpt = ".",
+    fmt: Annotated[str, typer.Option("--format", help="text, mermaid or dot.")] = "text",
+) -> None:
+    """The asset DAG as text, Mermaid or Graphviz dot."""
+    from cairn.errors import UsageError
+
+    if fmt not in GRAPH_FORMATS:
+        raise UsageError(f"--format {fmt!r} is not one of {', '.join(GRAPH_FORMATS)}")
+    g = _load(project).graph
+    if fmt == "mermaid":
+        lines = ["graph LR"]
+        lines += [f"    {up} --> {name}" for name in g.order for up in g.upstream[name]]
+        lines += [f"    {name}" for name in g.order if not g.upstream[name] and not g.downstream[name]]
+    elif fmt == "dot":
+        lines = ["digraph cairn {", "  rankdir=LR;"]
+        lines += [f'  "{name}";' for name in g.order]
+        lines += [f'  "{up}" -> "{name}";' for name in g.order for up in g.upstream[name]]
+        lines.append("}")
+    else:
+        lines = [f"{name} <- {', '.join(g.upstream[name])}" if g.upstream[name] else name for name in g.order]
+    typer.echo("\n".join(lines))
+
+
+def _options(selection: list[str] | None, sets: list[str] | None, profile: str | None, force: bool = False) -> Any:
+    from cairn.engine.run import RunOptions
+
+    return RunOptions(selection=tuple(selection or ()), force=force, profile=profile, overrides=parse_sets(sets))
+
+
+def plan(
+    selection: Annotated[list[str] | None, typer.Argument(help="Assets or selectors (+name, name+, tag:k=v).")] = None,
+    project: ProjectOpt = ".",
+    sets: SetOpt = None,
+    profile: ProfileOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Plan as if the selected assets were forced.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """What a run would do, step by step, each with its reason; runs nothing."""
+    from cairn.engine.api import open_stores, preview
+
+    proj = _load(project)
+    with open_stores(proj.settings) as stores:
+        _, result = preview(proj, _options(selection, sets, profile, force), stores)
+    steps = [
+        {
+            "asset": d.step.asset,
+            "partition": d.step.partition or None,
+            "action": d.action,
+            "reason": str(d.reason),
+            "cache_key": d.cache_key,
+        }
+        for d in result.steps
+    ]
+    if as_json:
+        print_json({"steps": steps, "to_run": len(result.to_run)})
+        return
+    table = Table("step", "action", "reason", box=None, header_style="bold")
+    for d in result.steps:
+        table.add_row(str(d.step), styled(d.action), escape(str(d.reason)))
+    console.print(table)
+    console.print(f"{len(result.to_run)} to run, {len(result.steps) - len(result.to_run)} cached")
+
+
+def status(
+    selection: Annotated[list[str] | None, typer.Argument(help="Assets or selectors; default all.")] = None,
+    project: ProjectOpt = ".",
+    as_json: JsonOpt = False,
+) -> None:
+    """Every asset: last materialization, fresh or stale, and why."""
+    from cairn.engine.api import open_stores
+    from cairn.engine.api import status as asset_status
+
+    proj = _load(project)
+    with open_stores(proj.settings) as stores:
+        rows = asset_status(proj, stores, _options(selection, None, None))
+    if as_json:
+        print_json(
+            [
+                {
+                    "asset": r.step.asset,
+                    "partition": r.step.partition or None,
+                    "state": r.state,
+                    "reason": r.reason,
+                    "data_version": r.latest.data_version if r.latest else None,
+                    "run_id": r.latest.run_id if r.latest else None,
+                    "materialized_at": r.latest.created_at if r.latest else None,
+                }
+                for r in rows
+            ]
+        )
+        return
+    table = Table("asset", "state", "last materialized", "run", "data version", "reason", box=None, header_style="bold")
+    for r in rows:
+        latest = r.latest
+        table.add_row(
+            str(r.step),
+            styled(r.state),
+            ago(latest.created_at) if latest else "never",
+            latest.run_id if latest else "-",
+            short(latest.data_version) if latest else "-",
+            "" if r.state == "fresh" else escape(r.reason),
+        )
+    console.print(table)
+
+
+def why(
+    target: Annotated[str, typer.Argument(help="ASSET or ASSET@PARTITION.")],
+    project: ProjectOpt = ".",
+    sets: SetOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Is an asset fresh or stale, and exactly what changed: code, params, an input's data, env."""
+    from cairn.core.keys import parse_step
+    from cairn.engine.api import open_stores, preview
+
+    step = parse_step(target)
+    proj = _load(project)
+    proj.graph[step.asset]  # unknown names fail here with a suggestion
+    with open_stores(proj.settings) as stores:
+        _, result = preview(proj, _options([step.asset], sets, profile), stores)
+        latest = stores.meta.latest_materialization(step.asset, step.partition)
+    by_step = {d.step: d for d in result.steps}
+    decision = by_step[step]
+    chain = _stale_chain(decision, by_step, proj.graph)
+    fresh = decision.action != "run"
+    if as_json:
+        print_json(
+            {
+                "asset": step.asset,
+                "partition": step.partition or None,
+                "fresh": fresh,
+                "reason": str(decision.reason),
+                "cache_key": decision.cache_key,
+                "upstream": [{"step": str(d.step), "reason": str(d.reason)} for d in chain],
+                "latest": None
+                if latest is None
+                else {
+                    "run_id": latest.run_id,
+                    "data_version": latest.data_version,
+                    "created_at": latest.created_at,
+                },
+            }
+        )
+        return
+    if fresh:
+        assert decision.cached is not None
+        console.print(
+            f"[green]{step} is fresh[/]: its cache key {short(decision.cache_key)} was materialized "
+            f"by run {decision.cached.run_id} ({ago(decision.cached.created_at)}), "
+            f"data version {short(decision.cached.data_version)}"
+        )
+        return
+    console.print(f"[yellow]{step} is stale[/]: {escape(str(decision.reason))}")
+    for d in chain:
+        console.print(f"  because {d.step}: {escape(str(d.reason))}")
+    if latest is not None:
+        console.print(f"  last materialized by run {latest.run_id} ({ago(latest.created_at)})")
+
+
+def _stale_chain(decision: Any, by_step: dict[Any, Any], graph: Any) -> list[Any]:
+    """The upstream steps that will run and are the root causes (their own reason is not "upstream runs")."""
+    if decision.reason.code.value != "upstream runs":
+        return []
+    roots = []
+    for name in sorted(graph.ancestors([decision.step.asset])):
+        for step, d in by_step.items():
+            if step.asset == name and d.action == "run" and d.reason.code.value != "upstream runs":
+                roots.append(d)
+    return roots

@@ -1,0 +1,61 @@
+"""The `cairn` application: registers the command groups and turns cairn errors into exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from cairn.cli import history, inspect, run
+from cairn.cli.common import err_console
+from cairn.cli.init import init
+from cairn.errors import CairnError, UsageError
+
+app = typer.Typer(
+    name="cairn",
+    help="A dependency-aware orchestrator for ML feature-engineering and training pipelines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _global(
+    directory: Annotated[
+        Path | None, typer.Option("-C", help="Run as if cairn was started in this folder (like git -C).")
+    ] = None,
+) -> None:
+    """A dependency-aware orchestrator for ML feature-engineering and training pipelines."""
+    if directory is not None:
+        try:
+            os.chdir(directory)
+        except OSError as exc:
+            raise UsageError(f"-C {directory}: cannot enter that folder ({exc.strerror})") from exc
+
+
+app.command()(init)
+inspect.register(app)
+run.register(app)
+history.register(app)
+
+
+def main() -> None:
+    """Entry point of the `cairn` script."""
+    try:
+        app()
+    except CairnError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

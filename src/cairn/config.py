@@ -1,0 +1,225 @@
+"""`cairn.toml` → frozen `Settings`; every malformed entry is a `ConfigError` that names the fix."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cairn.core.keys import validate_name
+from cairn.core.retry import BreakerPolicy, Retry
+from cairn.errors import ConfigError, DefinitionError, did_you_mean
+
+CONFIG_FILE = "cairn.toml"
+EXECUTOR_KINDS = ("inline", "thread", "process", "dask", "ray")
+
+_SECTIONS = ("project", "storage", "executor", "defaults", "profiles", "pools", "circuit_breakers", "engine")
+_KEYS: dict[str, tuple[str, ...]] = {
+    "project": ("name", "modules", "seed"),
+    "storage": ("artifacts", "database"),
+    "executor": ("kind", "workers", "address"),
+    "defaults": ("retry", "timeout"),
+    "engine": ("heartbeat_s", "lease_ttl_s", "stale_after_s"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """A project's configuration, resolved and validated."""
+
+    root: Path
+    name: str
+    modules: tuple[str, ...]
+    seed: int = 0
+    artifacts: str = ".cairn/artifacts"
+    database: str = "sqlite:///.cairn/cairn.db"
+    executor: str = "process"
+    workers: int = 0
+    executor_address: str | None = None
+    retry: Retry = field(default_factory=Retry)
+    timeout: float | None = None
+    profiles: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    pools: Mapping[str, int] = field(default_factory=dict)
+    breakers: Mapping[str, BreakerPolicy] = field(default_factory=dict)
+    heartbeat_s: float = 5.0
+    lease_ttl_s: float = 60.0
+    stale_after_s: float = 120.0
+
+    @property
+    def state_dir(self) -> Path:
+        """Where cairn keeps local state next to the project (stat cache, checkpoints, scratch)."""
+        return self.root / ".cairn"
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+
+def find_config(start: str | os.PathLike[str] = ".") -> Path:
+    """The project folder: `start` itself, which must hold a `cairn.toml`."""
+    root = Path(start).resolve()
+    if not (root / CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {root}: run `cairn init {start}` to create a project there, "
+            "or pass -C/--project DIR to point at one"
+        )
+    return root
+
+
+def load_settings(project: str | os.PathLike[str] = ".") -> Settings:
+    """Read and validate `cairn.toml` of the project folder."""
+    root = find_config(project)
+    path = root / CONFIG_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return parse_settings(data, root)
+
+
+def parse_settings(data: Mapping[str, Any], root: Path) -> Settings:
+    """Validate a parsed `cairn.toml` document."""
+    for section in data:
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"{CONFIG_FILE}: unknown section [{section}].{did_you_mean(section, _SECTIONS)} "
+                f"Known sections: {', '.join(_SECTIONS)}"
+            )
+    project = _table(data, "project")
+    storage = _table(data, "storage")
+    executor = _table(data, "executor")
+    defaults = _table(data, "defaults")
+    engine = _table(data, "engine")
+    name = project.get("name", root.name)
+    modules = project.get("modules", ["pipeline"])
+    if isinstance(modules, str):
+        modules = [modules]
+    if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+        raise ConfigError(f'{CONFIG_FILE}: [project] modules must be a list of module names, e.g. ["pipeline"]')
+    kind = executor.get("kind", "process")
+    if kind not in EXECUTOR_KINDS:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [executor] kind = {kind!r} is not one of {', '.join(EXECUTOR_KINDS)}."
+            f"{did_you_mean(str(kind), EXECUTOR_KINDS)}"
+        )
+    return Settings(
+        root=root,
+        name=_typed(name, str, "[project] name"),
+        modules=tuple(modules),
+        seed=_typed(project.get("seed", 0), int, "[project] seed"),
+        artifacts=_typed(storage.get("artifacts", ".cairn/artifacts"), str, "[storage] artifacts"),
+        database=_typed(storage.get("database", "sqlite:///.cairn/cairn.db"), str, "[storage] database"),
+        executor=kind,
+        workers=_non_negative(executor.get("workers", 0), "[executor] workers"),
+        executor_address=executor.get("address"),
+        retry=_retry(defaults.get("retry", {}), "[defaults] retry"),
+        timeout=_timeout(defaults.get("timeout")),
+        profiles=_profiles(data.get("profiles", {})),
+        pools=_pools(data.get("pools", {})),
+        breakers=_breakers(data.get("circuit_breakers", {})),
+        heartbeat_s=float(_positive(engine.get("heartbeat_s", 5.0), "[engine] heartbeat_s")),
+        lease_ttl_s=float(_positive(engine.get("lease_ttl_s", 60.0), "[engine] lease_ttl_s")),
+        stale_after_s=float(_positive(engine.get("stale_after_s", 120.0), "[engine] stale_after_s")),
+    )
+
+
+def _table(data: Mapping[str, Any], section: str) -> Mapping[str, Any]:
+    table = data.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{CONFIG_FILE}: [{section}] must be a table")
+    known = _KEYS.get(section)
+    if known is not None:
+        for key in table:
+            if key not in known:
+                raise ConfigError(
+                    f"{CONFIG_FILE}: unknown key '{key}' in [{section}].{did_you_mean(key, known)} "
+                    f"Known keys: {', '.join(known)}"
+                )
+    return table
+
+
+def _typed(value: Any, kind: type, where: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{CONFIG_FILE}: {where} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _non_negative(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{CONFIG_FILE}: {where} must be an integer >= 0 (0 = number of cores), got {value!r}")
+    return value
+
+
+def _positive(value: Any, where: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{CONFIG_FILE}: {where} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _timeout(value: Any) -> float | None:
+    return None if value is None else _positive(value, "[defaults] timeout")
+
+
+def _retry(value: Any, where: str) -> Retry:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{CONFIG_FILE}: {where} must be a table like {{ max_attempts = 3, backoff = 1.0 }}")
+    known = ("max_attempts", "backoff", "factor", "max_delay", "jitter")
+    for key in value:
+        if key not in known:
+            raise ConfigError(f"{CONFIG_FILE}: unknown key '{key}' in {where}.{did_you_mean(key, known)}")
+    try:
+        return Retry(**value)
+    except (DefinitionError, TypeError) as exc:
+        raise ConfigError(f"{CONFIG_FILE}: {where}: {exc}") from exc
+
+
+def _profiles(value: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{CONFIG_FILE}: [profiles] must hold tables like [profiles.NAME]")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for profile, overlay in value.items():
+        _name(profile, "profile")
+        if not isinstance(overlay, dict) or not all(isinstance(v, dict) for v in overlay.values()):
+            raise ConfigError(
+                f"{CONFIG_FILE}: [profiles.{profile}] must map asset names to param tables, "
+                "e.g. train = { num_trees = 1600 }"
+            )
+        out[profile] = {asset: dict(params) for asset, params in overlay.items()}
+    return out
+
+
+def _pools(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{CONFIG_FILE}: [pools] must map pool names to slot counts, e.g. warehouse = 2")
+    for pool, slots in value.items():
+        _name(pool, "pool")
+        if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+            raise ConfigError(f"{CONFIG_FILE}: [pools] {pool} must be an integer >= 1, got {slots!r}")
+    return dict(value)
+
+
+def _breakers(value: Any) -> dict[str, BreakerPolicy]:
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [circuit_breakers] must map system names to tables, "
+            "e.g. warehouse = { failures = 5, cooldown = 30 }"
+        )
+    out = {}
+    for system, spec in value.items():
+        _name(system, "external system")
+        if not isinstance(spec, dict) or set(spec) - {"failures", "cooldown"}:
+            raise ConfigError(f"{CONFIG_FILE}: [circuit_breakers] {system} must be a table with failures and cooldown")
+        out[system] = BreakerPolicy(
+            failures=int(_positive(spec.get("failures", 5), f"[circuit_breakers] {system}.failures")),
+            cooldown=_positive(spec.get("cooldown", 30.0), f"[circuit_breakers] {system}.cooldown"),
+        )
+    return out
+
+
+def _name(value: Any, what: str) -> str:
+    try:
+        return validate_name(value, what)
+    except DefinitionError as exc:
+        raise ConfigError(f"{CONFIG_FILE}: {exc}") from exc

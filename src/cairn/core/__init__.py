@@ -1,0 +1,1 @@
+"""The pure domain of cairn: definitions, graphs, fingerprints, cache keys and plans (standard library only)."""

@@ -1,0 +1,275 @@
+"""Asset and source definitions: immutable values built by the `@asset` decorator and `source()`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from cairn.core.keys import validate_name
+from cairn.core.retry import Retry
+from cairn.errors import DefinitionError
+from cairn.hashing import hash_struct
+
+T = TypeVar("T")
+
+KINDS = ("data", "model")
+CONTEXT_NAMES = ("ctx", "context")
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one attempt of a step needs from the executor: CPU cores and memory."""
+
+    cpu: float = 1.0
+    memory_mb: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cpu < 0 or self.memory_mb < 0:
+            raise DefinitionError(f"Resources(cpu={self.cpu}, memory_mb={self.memory_mb}) must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One input of an asset: the function parameter it fills and the asset it comes from."""
+
+    param: str
+    asset: str
+    annotation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AssetDef:
+    """A named, versioned piece of data produced by a Python function (or observed, for a source)."""
+
+    name: str
+    fn: Callable[..., Any] | None
+    inputs: tuple[Input, ...] = ()
+    context_param: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    retry: Retry | None = None
+    timeout: float | None = None
+    resources: Resources = field(default_factory=Resources)
+    pool: str | None = None
+    uses: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    code_version: str | None = None
+    env: tuple[str, ...] = ()
+    cache: bool = True
+    io: str | None = None
+    kind: str = "data"
+    path: str | None = None
+    location: str = ""
+
+    @property
+    def is_source(self) -> bool:
+        return self.fn is None
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i.asset for i in self.inputs))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the underlying function directly (for unit tests of pipeline code)."""
+        if self.fn is None:
+            raise DefinitionError(f"source '{self.name}' has no function to call")
+        return self.fn(*args, **kwargs)
+
+
+@overload
+def asset(fn: Callable[..., Any], /) -> AssetDef: ...
+
+
+@overload
+def asset(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    ins: Mapping[str, str] | None = None,
+    retry: Retry | None = None,
+    timeout: float | None = None,
+    resources: Resources | None = None,
+    pool: str | None = None,
+    uses: Iterable[str] = (),
+    tags: Mapping[str, str] | None = None,
+    code_version: str | None = None,
+    env: Iterable[str] = (),
+    cache: bool = True,
+    io: str | None = None,
+    kind: str = "data",
+) -> Callable[[Callable[..., Any]], AssetDef]: ...
+
+
+def asset(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    ins: Mapping[str, str] | None = None,
+    retry: Retry | None = None,
+    timeout: float | None = None,
+    resources: Resources | None = None,
+    pool: str | None = None,
+    uses: Iterable[str] = (),
+    tags: Mapping[str, str] | None = None,
+    code_version: str | None = None,
+    env: Iterable[str] = (),
+    cache: bool = True,
+    io: str | None = None,
+    kind: str = "data",
+) -> AssetDef | Callable[[Callable[..., Any]], AssetDef]:
+    """Define an asset from a function; its parameters name its inputs (see DESIGN §2).
+
+    Usable bare (``@asset``) or with options (``@asset(params={"k": 1})``), and as a plain call
+    (``asset(name="n1", params={"k": 1})(fn)``) to build many assets from one function.
+    """
+
+    def build(func: Callable[..., Any]) -> AssetDef:
+        asset_name: str = name or str(getattr(func, "__name__", ""))
+        where = _location(func)
+        validate_name(asset_name)
+        return AssetDef(
+            name=asset_name,
+            fn=func,
+            inputs=_inputs(asset_name, func, ins or {}),
+            context_param=_context_param(func),
+            params=_checked_params(asset_name, params or {}),
+            retry=_checked(asset_name, "retry", retry, Retry),
+            timeout=_checked_timeout(asset_name, timeout),
+            resources=_checked(asset_name, "resources", resources, Resources) or Resources(),
+            pool=validate_name(pool, "pool") if pool else None,
+            uses=tuple(validate_name(u, "external system") for u in _strings(asset_name, "uses", uses)),
+            tags=_checked_tags(asset_name, tags or {}),
+            code_version=code_version,
+            env=tuple(_strings(asset_name, "env", env)),
+            cache=bool(cache),
+            io=io,
+            kind=_checked_kind(asset_name, kind),
+            location=where,
+        )
+
+    if fn is not None:
+        return build(fn)
+    return build
+
+
+def source(name: str, path: str, *, tags: Mapping[str, str] | None = None) -> AssetDef:
+    """Declare a file that cairn does not compute; its data version is the hash of its bytes.
+
+    Args:
+        name: the asset name that consumers use as a parameter name.
+        path: the file, relative to the project folder (or absolute).
+        tags: free-form labels for selection (``tag:key=value``).
+    """
+    validate_name(name)
+    if not isinstance(path, str) or not path:
+        raise DefinitionError(f"source '{name}' needs a path, e.g. source('{name}', path='data/{name}.parquet')")
+    return AssetDef(name=name, fn=None, path=path, tags=_checked_tags(name, tags or {}), cache=True)
+
+
+def _location(func: Callable[..., Any]) -> str:
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return getattr(func, "__module__", "?")
+    return f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def _annotation_name(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return ""
+    if isinstance(annotation, str):
+        return annotation
+    return f"{getattr(annotation, '__module__', '')}.{getattr(annotation, '__qualname__', repr(annotation))}"
+
+
+def _is_context(param: inspect.Parameter) -> bool:
+    annotation = _annotation_name(param.annotation)
+    return annotation.rsplit(".", 1)[-1] == "Context" or (param.name in CONTEXT_NAMES and not annotation)
+
+
+def _context_param(func: Callable[..., Any]) -> str | None:
+    for param in inspect.signature(func).parameters.values():
+        if _is_context(param):
+            return param.name
+    return None
+
+
+def _inputs(asset_name: str, func: Callable[..., Any], ins: Mapping[str, str]) -> tuple[Input, ...]:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"asset '{asset_name}': cannot read the function's signature ({exc})") from exc
+    inputs = []
+    names = set(signature.parameters)
+    for param in signature.parameters.values():
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise DefinitionError(
+                f"asset '{asset_name}': *args/**kwargs parameter '{param.name}' cannot name an input; "
+                "list each input as its own parameter"
+            )
+        if _is_context(param):
+            continue
+        upstream = ins.get(param.name, param.name)
+        if not isinstance(upstream, str):
+            raise DefinitionError(
+                f"asset '{asset_name}': ins['{param.name}'] must be an asset name (a string), got {upstream!r}"
+            )
+        inputs.append(Input(param.name, upstream, _annotation_name(param.annotation)))
+    unknown = sorted(set(ins) - names)
+    if unknown:
+        raise DefinitionError(
+            f"asset '{asset_name}': ins= maps {unknown} but the function has no such parameter "
+            f"(parameters: {sorted(names)})"
+        )
+    return tuple(inputs)
+
+
+def _checked_params(asset_name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+        raise DefinitionError(f"asset '{asset_name}': params= must be a dict with string keys, got {params!r}")
+    try:
+        hash_struct(dict(params))
+    except TypeError as exc:
+        raise DefinitionError(
+            f"asset '{asset_name}': params must be plain values (numbers, strings, booleans, lists, dicts): {exc}"
+        ) from exc
+    return dict(params)
+
+
+def _checked(asset_name: str, option: str, value: Any, cls: type[T]) -> T | None:
+    if value is not None and not isinstance(value, cls):
+        raise DefinitionError(
+            f"asset '{asset_name}': {option}= must be a cairn.{cls.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _checked_timeout(asset_name: str, timeout: float | None) -> float | None:
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise DefinitionError(f"asset '{asset_name}': timeout= must be a positive number of seconds")
+    return float(timeout) if timeout is not None else None
+
+
+def _strings(asset_name: str, option: str, values: Iterable[str]) -> list[str]:
+    if isinstance(values, str):
+        return [values]
+    out = list(values)
+    if not all(isinstance(v, str) for v in out):
+        raise DefinitionError(f"asset '{asset_name}': {option}= must be a list of names, got {out!r}")
+    return out
+
+
+def _checked_tags(asset_name: str, tags: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise DefinitionError(f"asset '{asset_name}': tags= must map strings to strings, got {tags!r}")
+    return dict(tags)
+
+
+def _checked_kind(asset_name: str, kind: str) -> str:
+    if kind not in KINDS:
+        raise DefinitionError(f"asset '{asset_name}': kind={kind!r} is not one of {list(KINDS)}")
+    return kind

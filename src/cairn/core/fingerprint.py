@@ -1,0 +1,187 @@
+"""Code versions: the hash of a function's normalized AST plus, transitively, the project code it uses.
+
+Comments, docstrings, formatting and decorators do not count; the body of a project helper, a project
+class, or a simple module-level constant that the function reads does. Third-party code is covered by
+``env=`` instead. Reading source files is left to the caller (`node_of`), so this module does no I/O.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import sys
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cairn.core.keys import CODE_TAG
+from cairn.hashing import hash_struct
+
+NodeOf = Callable[[Any], ast.AST | None]
+IsProject = Callable[[Any], bool]
+
+_SIMPLE = (int, float, str, bytes, bool, type(None))
+
+
+def code_version(parts: Mapping[str, str]) -> str:
+    """Combine the parts of a function's code into one version."""
+    return hash_struct([CODE_TAG, dict(parts)])
+
+
+def part_label(part: str) -> str:
+    """A short name for a part, as shown in reasons: ``pipeline._parse_ts`` → ``_parse_ts``."""
+    return part.rsplit(".", 1)[-1]
+
+
+class Fingerprinter:
+    """Computes and memoizes code parts of functions within one process."""
+
+    def __init__(self, node_of: NodeOf, is_project: IsProject) -> None:
+        self._node_of = node_of
+        self._is_project = is_project
+        self._own: dict[int, tuple[str, str, list[Any]]] = {}
+
+    def parts(self, fn: Callable[..., Any]) -> dict[str, str]:
+        """Every part of `fn`'s code: itself and the project code and constants it reaches."""
+        parts: dict[str, str] = {}
+        stack: list[Any] = [fn]
+        seen: set[int] = set()
+        while stack:
+            obj = stack.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            name, digest, refs = self._own_part(obj)
+            parts[name] = digest
+            stack.extend(refs)
+        return parts
+
+    def _own_part(self, obj: Any) -> tuple[str, str, list[Any]]:
+        """The part of one function or class alone, and the objects it refers to."""
+        cached = self._own.get(id(obj))
+        if cached is not None:
+            return cached
+        name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
+        node = self._node_of(obj)
+        if node is not None:
+            digest = hash_struct(["ast", _normalized_dump(node)])
+            names = _referenced_names(node)
+        else:
+            code = getattr(obj, "__code__", None)
+            digest = hash_struct(["bytecode", _code_struct(code)]) if code else hash_struct(["opaque", name])
+            names = list(code.co_names) if code else []
+        refs, constants = self._resolve(obj, names)
+        for const_name, value in constants.items():
+            digest = hash_struct([digest, const_name, value])
+        result = (name, digest, refs)
+        self._own[id(obj)] = result
+        return result
+
+    def _resolve(self, obj: Any, names: list[str]) -> tuple[list[Any], dict[str, Any]]:
+        namespace = _namespace_of(obj)
+        refs: list[Any] = []
+        constants: dict[str, Any] = {}
+        for dotted in names:
+            head, *rest = dotted.split(".")
+            if head not in namespace:
+                continue
+            value = namespace[head]
+            for attr in rest:
+                if not isinstance(value, types.ModuleType) or not self._is_project(value):
+                    break
+                value = getattr(value, attr, None)
+            fn = getattr(value, "fn", None)
+            if callable(fn) and hasattr(value, "inputs"):
+                value = fn  # another asset's function, called as a helper
+            if isinstance(value, types.FunctionType | type) and self._is_project(value):
+                refs.append(value)
+            elif _is_simple_constant(value):
+                constants[dotted] = _constant_struct(value)
+        return refs, constants
+
+
+def _namespace_of(obj: Any) -> dict[str, Any]:
+    namespace: dict[str, Any] = {}
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    if module is not None:
+        namespace.update(vars(module))
+    namespace.update(getattr(obj, "__globals__", {}))
+    code = getattr(obj, "__code__", None)
+    closure = getattr(obj, "__closure__", None)
+    if code is not None and closure:
+        for var, cell in zip(code.co_freevars, closure, strict=False):
+            try:
+                namespace[var] = cell.cell_contents
+            except ValueError:
+                continue
+    return namespace
+
+
+def _normalized_dump(node: ast.AST) -> str:
+    """Dump a def or class without decorators, docstrings, positions or comments."""
+    node = _strip(node)
+    return ast.dump(node, annotate_fields=False, include_attributes=False)
+
+
+def _strip(node: ast.AST) -> ast.AST:
+    clone = copy.deepcopy(node)
+    for sub in ast.walk(clone):
+        if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            body = sub.body
+            first = body[0] if body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                sub.body = body[1:] or [ast.Pass()]
+    if isinstance(clone, ast.FunctionDef | ast.AsyncFunctionDef):
+        clone.decorator_list = []
+    return clone
+
+
+def _referenced_names(node: ast.AST) -> list[str]:
+    """Global names (and dotted attribute chains on them) that the code reads, in first-seen order."""
+    found: dict[str, None] = {}
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute):
+            chain = _dotted(sub)
+            if chain:
+                found[chain] = None
+        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
+            found[sub.id] = None
+    return list(found)
+
+
+def _dotted(node: ast.Attribute) -> str | None:
+    parts = [node.attr]
+    value: ast.expr = node.value
+    while isinstance(value, ast.Attribute):
+        parts.append(value.attr)
+        value = value.value
+    if isinstance(value, ast.Name):
+        parts.append(value.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _is_simple_constant(value: Any) -> bool:
+    if isinstance(value, _SIMPLE):
+        return True
+    if isinstance(value, tuple | frozenset):
+        return all(_is_simple_constant(v) for v in value)
+    return False
+
+
+def _constant_struct(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return ["tuple", [_constant_struct(v) for v in value]]
+    if isinstance(value, frozenset):
+        return ["frozenset", sorted(repr(v) for v in value)]
+    return value
+
+
+def _code_struct(code: types.CodeType) -> list[Any]:
+    """A position-independent description of a code object (used when no source is available)."""
+    consts = [_code_struct(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return [code.co_code, list(code.co_names), consts, code.co_argcount]

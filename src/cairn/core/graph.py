@@ -1,0 +1,120 @@
+"""The asset graph: validated once at load time (duplicates, unknown inputs, cycles), then immutable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from cairn.core.asset import AssetDef
+from cairn.errors import DefinitionError, did_you_mean
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """Assets by name, their edges both ways, and a topological order."""
+
+    assets: Mapping[str, AssetDef]
+    upstream: Mapping[str, tuple[str, ...]]
+    downstream: Mapping[str, tuple[str, ...]]
+    order: tuple[str, ...]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.assets
+
+    def __getitem__(self, name: str) -> AssetDef:
+        try:
+            return self.assets[name]
+        except KeyError:
+            raise DefinitionError(f"asset '{name}' is not defined.{did_you_mean(name, self.assets)}") from None
+
+    def ancestors(self, names: Iterable[str]) -> set[str]:
+        """All assets upstream of `names` (not including them)."""
+        return _walk(names, self.upstream)
+
+    def descendants(self, names: Iterable[str]) -> set[str]:
+        """All assets downstream of `names` (not including them)."""
+        return _walk(names, self.downstream)
+
+
+def build_graph(defs: Iterable[AssetDef]) -> Graph:
+    """Validate definitions and return the graph; every mistake is a `DefinitionError` naming the fix."""
+    assets: dict[str, AssetDef] = {}
+    for d in defs:
+        if d.name in assets and assets[d.name] is not d:
+            raise DefinitionError(
+                f"asset '{d.name}' is defined twice: at {assets[d.name].location} and at {d.location}; "
+                "rename one of them (or pass name= to @asset)"
+            )
+        assets[d.name] = d
+    for d in assets.values():
+        for inp in d.inputs:
+            if inp.asset not in assets:
+                hint = did_you_mean(inp.asset, assets)
+                raise DefinitionError(
+                    f"asset '{d.name}' has input '{inp.param}' but no asset named '{inp.asset}' is defined."
+                    f"{hint} Rename the parameter, map it with ins={{'{inp.param}': 'an_asset'}}, or define "
+                    f"'{inp.asset}'."
+                )
+    upstream = {name: d.deps for name, d in assets.items()}
+    downstream_lists: dict[str, list[str]] = {name: [] for name in assets}
+    for name, ups in upstream.items():
+        for up in ups:
+            downstream_lists[up].append(name)
+    order = _topological_order(upstream)
+    return Graph(
+        assets=MappingProxyType(assets),
+        upstream=MappingProxyType(upstream),
+        downstream=MappingProxyType({k: tuple(v) for k, v in downstream_lists.items()}),
+        order=order,
+    )
+
+
+def _topological_order(upstream: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Kahn's algorithm, ties broken by name so that the order is stable; a cycle raises with its path."""
+    remaining = {name: len(ups) for name, ups in upstream.items()}
+    children: dict[str, list[str]] = {name: [] for name in upstream}
+    for name, ups in upstream.items():
+        for up in ups:
+            children[up].append(name)
+    ready = sorted(name for name, n in remaining.items() if n == 0)
+    order: list[str] = []
+    while ready:
+        name = ready.pop()
+        order.append(name)
+        for child in children[name]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                ready.append(child)
+    if len(order) < len(upstream):
+        cycle = _find_cycle({n: ups for n, ups in upstream.items() if remaining[n] > 0})
+        raise DefinitionError(
+            "the asset graph has a cycle: " + " -> ".join(cycle) + "; break it by removing one of these inputs"
+        )
+    return tuple(order)
+
+
+def _find_cycle(upstream: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Follow inputs among the assets left over by the sort until a name repeats."""
+    start = min(upstream)
+    path = [start]
+    seen = {start: 0}
+    node = start
+    while True:
+        node = min(up for up in upstream[node] if up in upstream)
+        if node in seen:
+            cycle = [*path[seen[node] :], node]
+            return list(reversed(cycle))
+        seen[node] = len(path)
+        path.append(node)
+
+
+def _walk(names: Iterable[str], edges: Mapping[str, tuple[str, ...]]) -> set[str]:
+    found: set[str] = set()
+    stack = list(names)
+    while stack:
+        for nxt in edges.get(stack.pop(), ()):
+            if nxt not in found:
+                found.add(nxt)
+                stack.append(nxt)
+    return found

@@ -1,0 +1,89 @@
+"""Names, step identities, cache keys and seeds: the canonical, tagged hashes of DESIGN §4."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from cairn.errors import DefinitionError
+from cairn.hashing import hash_struct
+
+STEP_KEY_TAG = "cairn.step/1"
+CODE_TAG = "cairn.code/1"
+SEED_TAG = "cairn.seed/1"
+SOURCE_TAG = "cairn.source/1"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_PARTITION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:|+-]{0,255}$")
+
+
+class StepId(NamedTuple):
+    """One step of a run: an asset and one of its partitions ("" when the asset is unpartitioned)."""
+
+    asset: str
+    partition: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.asset}@{self.partition}" if self.partition else self.asset
+
+
+def validate_name(name: str, what: str = "asset") -> str:
+    """Return `name` if it is a safe name (it becomes a path and a URL part), else raise."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."} or ".." in name:
+        raise DefinitionError(
+            f"{what} name {name!r} is not allowed: use letters, digits, '_', '.' and '-' "
+            "(at most 128 characters, not starting with '.' or '-', no '..')"
+        )
+    return name
+
+
+def validate_partition(key: str) -> str:
+    """Return `key` if it is a safe partition key, else raise."""
+    if key == "":
+        return key
+    if not isinstance(key, str) or not _PARTITION_RE.match(key) or ".." in key:
+        raise DefinitionError(
+            f"partition key {key!r} is not allowed: use letters, digits and '_ . - : | +' (no '..', no '/')"
+        )
+    return key
+
+
+def parse_step(text: str) -> StepId:
+    """Parse ``asset`` or ``asset@partition``."""
+    asset, _, partition = text.partition("@")
+    return StepId(validate_name(asset), validate_partition(partition))
+
+
+def cache_key(
+    step: StepId,
+    code_version: str,
+    params: Mapping[str, Any],
+    seed: int,
+    inputs: Sequence[tuple[str, str, str]],
+    env: Mapping[str, str],
+) -> str:
+    """The hash of everything that determines a materialization (DESIGN §4)."""
+    return hash_struct(
+        [
+            STEP_KEY_TAG,
+            step.asset,
+            step.partition,
+            code_version,
+            dict(params),
+            seed,
+            sorted(inputs),
+            dict(env),
+        ]
+    )
+
+
+def source_key(step: StepId, data_version: str) -> str:
+    """The cache key of an observed source: it is fully determined by the observed bytes."""
+    return hash_struct([SOURCE_TAG, step.asset, step.partition, data_version])
+
+
+def derive_seed(project_seed: int, step: StepId) -> int:
+    """A deterministic 31-bit seed per asset partition, derived from the project seed."""
+    digest = hash_struct([SEED_TAG, project_seed, step.asset, step.partition])
+    return int(digest[3:11], 16) & 0x7FFFFFFF

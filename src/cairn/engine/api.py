@@ -1,0 +1,144 @@
+"""The Python entry points: `materialize`, `load`, and the read-only views behind plan, status and why."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from cairn.config import Settings, load_settings
+from cairn.core.keys import StepId, validate_name, validate_partition
+from cairn.core.plan import Decision, Plan, plan
+from cairn.core.records import Materialization
+from cairn.engine.run import Engine, EventSink, RunOptions, RunResult
+from cairn.errors import UsageError, did_you_mean
+from cairn.executors.base import Executor
+from cairn.project import Project, load_project
+from cairn.storage.artifacts import open_artifacts
+from cairn.storage.base import ArtifactStore
+from cairn.storage.metadata import MetadataStore, open_metadata
+
+ProjectArg = str | os.PathLike[str] | Settings | Project
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The two stores of a project."""
+
+    meta: MetadataStore
+    artifacts: ArtifactStore
+
+
+@contextmanager
+def open_stores(settings: Settings) -> Iterator[Stores]:
+    """Open the metadata database and the artifact store of a project; close the database after."""
+    meta = open_metadata(settings.database, settings.root)
+    try:
+        yield Stores(meta, open_artifacts(settings.artifacts, settings.root))
+    finally:
+        meta.close()
+
+
+def _project(project: ProjectArg) -> Project:
+    return project if isinstance(project, Project) else load_project(project)
+
+
+def materialize(
+    selection: str | Iterable[str] = (),
+    *,
+    project: ProjectArg = ".",
+    force: bool = False,
+    fail_fast: bool = False,
+    executor: str | None = None,
+    workers: int | None = None,
+    profile: str | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    on_event: EventSink | None = None,
+    executor_instance: Executor | None = None,
+) -> RunResult:
+    """Run a selection of a project and return its `RunResult`.
+
+    Args:
+        selection: asset names or selection tokens (``"+model"``, ``"tag:tier=gold"``); empty means all.
+        project: the project folder (or loaded settings/project).
+        force: run the selected assets even when cached.
+        fail_fast: stop starting new steps after the first failure.
+        executor: override ``[executor] kind`` ("inline", "thread", "process").
+        workers: override ``[executor] workers``.
+        profile: apply the params overlay of ``[profiles.NAME]``.
+        params: per-asset param overrides, ``{"asset": {"param": value}}``.
+        on_event: called with every progress `Event`.
+        executor_instance: an executor object to use instead of building one.
+    """
+    loaded = _project(project)
+    options = RunOptions(
+        selection=(selection,) if isinstance(selection, str) else tuple(selection),
+        force=force,
+        fail_fast=fail_fast,
+        executor=executor,
+        workers=workers,
+        profile=profile,
+        overrides=params or {},
+    )
+    with open_stores(loaded.settings) as stores:
+        engine = Engine(loaded, stores.meta, stores.artifacts, options, on_event, executor_instance)
+        return engine.run()
+
+
+def load(name: str, partition: str | None = None, project: ProjectArg = ".") -> Any:
+    """The stored value of the latest materialization of an asset (partition).
+
+    The object's checksum is verified before it is deserialized.
+    """
+    from cairn.engine.step import convert_table, load_stored
+
+    settings = (
+        project.settings
+        if isinstance(project, Project)
+        else (project if isinstance(project, Settings) else load_settings(project))
+    )
+    step = StepId(validate_name(name), validate_partition(partition or ""))
+    with open_stores(settings) as stores:
+        mat = stores.meta.latest_materialization(step.asset, step.partition)
+        if mat is None:
+            known = sorted({a for a, _ in stores.meta.latest_materializations()})
+            raise UsageError(
+                f"'{step}' has no materialization yet.{did_you_mean(name, known)} Run `cairn run {name}` first."
+            )
+        return convert_table(load_stored(mat.stored, stores.artifacts), "")
+
+
+def preview(project: Project, options: RunOptions, stores: Stores) -> tuple[Engine, Plan]:
+    """What a run would do, step by step, each with its reason; runs nothing and records nothing."""
+    engine = Engine(project, stores.meta, stores.artifacts, options)
+    engine.prepare()
+    result = plan(engine.order, engine.specs(), engine.inputs_of(), engine.history, frozenset(engine.forced))
+    return engine, result
+
+
+@dataclass(frozen=True, slots=True)
+class AssetStatus:
+    """Freshness of one asset partition, derived now from code, params and recorded history."""
+
+    step: StepId
+    state: str
+    reason: str
+    latest: Materialization | None
+
+
+def status(project: Project, stores: Stores, options: RunOptions | None = None) -> list[AssetStatus]:
+    """Every selected asset: fresh, stale or never materialized, with the reason and latest result."""
+    _, result = preview(project, options or RunOptions(), stores)
+    out = []
+    for decision in result.steps:
+        latest = stores.meta.latest_materialization(decision.step.asset, decision.step.partition)
+        out.append(AssetStatus(decision.step, _state(decision, latest), str(decision.reason), latest))
+    return out
+
+
+def _state(decision: Decision, latest: Materialization | None) -> str:
+    if decision.action != "run":
+        return "fresh"
+    return "missing" if latest is None else "stale"

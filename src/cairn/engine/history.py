@@ -1,0 +1,40 @@
+"""The planner's view of recorded history, read from the metadata store and checked against the objects."""
+
+from __future__ import annotations
+
+from cairn.core.keys import StepId
+from cairn.core.records import Materialization
+from cairn.storage.base import ArtifactStore
+from cairn.storage.metadata import MetadataStore
+
+
+class StoreHistory:
+    """Answers the planner's questions with as few queries as possible (one up front, then per miss)."""
+
+    def __init__(self, meta: MetadataStore, artifacts: ArtifactStore) -> None:
+        self._meta = meta
+        self._artifacts = artifacts
+        self._latest = meta.latest_materializations()
+        self._failed = meta.failed_cache_keys()
+
+    def cached(self, step: StepId, cache_key: str) -> Materialization | None:
+        mat = self._latest.get((step.asset, step.partition))
+        if mat is None or mat.cache_key != cache_key:
+            mat = self._meta.find_by_cache_key(cache_key)
+        if mat is not None and self._artifacts.exists(mat.data_version):
+            return mat
+        return None
+
+    def previous(self, step: StepId) -> Materialization | None:
+        return self._latest.get((step.asset, step.partition))
+
+    def failed(self, cache_key: str) -> bool:
+        return cache_key in self._failed
+
+    def remember(self, mat: Materialization) -> None:
+        """Record a materialization committed during this run."""
+        self._latest[(mat.asset, mat.partition)] = mat
+        self._failed.discard(mat.cache_key)
+
+    def forget_failure(self, cache_key: str) -> None:
+        self._failed.discard(cache_key)

@@ -1,0 +1,720 @@
+"""One run: snapshot the project → decide steps → submit what must run → record every result.
+
+    observe sources ─▶ decide ready steps ──cached──▶ resolve ─▶ children become ready
+                             │ run
+                             ▼
+                 lease ─▶ attempt ─▶ executor ─▶ outcome ─ok─▶ commit (fenced) ─▶ resolve
+                                                    └─fail─▶ retry later | fail, skip descendants
+
+This is the single scheduling loop and the only writer of run metadata; executors only run step jobs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cairn.core import records as R
+from cairn.core.asset import AssetDef
+from cairn.core.events import RUN_FINISHED, RUN_STARTED, STEP_FINISHED, STEP_RETRYING, STEP_STARTED, Event
+from cairn.core.keys import StepId, derive_seed
+from cairn.core.plan import RUN, Decision, StepSpec, critical_path, decide
+from cairn.core.retry import BreakerPolicy, CircuitBreaker, Retry
+from cairn.core.selection import select
+from cairn.engine.history import StoreHistory
+from cairn.engine.sources import SourceObserver
+from cairn.engine.step import OK, TIMEOUT, InputSpec, StepJob, StepOutcome, register_graph, run_step
+from cairn.errors import DefinitionError, LeaseLost
+from cairn.executors.base import Completed, Executor, create_executor
+from cairn.project import Project, installed_versions
+from cairn.storage.base import ArtifactStore
+from cairn.storage.metadata import MetadataStore
+
+EventSink = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What to run and how (the options of `cairn run`)."""
+
+    selection: tuple[str, ...] = ()
+    force: bool = False
+    fail_fast: bool = False
+    executor: str | None = None
+    workers: int | None = None
+    profile: str | None = None
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """The outcome of one step of a run."""
+
+    asset: str
+    partition: str
+    status: str
+    attempts: int
+    cache_key: str | None
+    data_version: str | None
+    duration_s: float | None
+    reason: str
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "asset": self.asset,
+            "partition": self.partition or None,
+            "status": self.status,
+            "attempts": self.attempts,
+            "cache_key": self.cache_key,
+            "data_version": self.data_version,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 6),
+            "reason": self.reason,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What `cairn.materialize` returns: the run id, its status and every step."""
+
+    run_id: str
+    status: str
+    steps: tuple[StepResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == R.SUCCEEDED
+
+    def __getitem__(self, name: str) -> StepResult:
+        asset, _, partition = name.partition("@")
+        for step in self.steps:
+            if step.asset == asset and step.partition == partition:
+                return step
+        raise KeyError(name)
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.steps if s.status == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": self.status, "steps": [s.to_dict() for s in self.steps]}
+
+
+@dataclass(slots=True)
+class _State:
+    """Mutable bookkeeping of one step inside the loop."""
+
+    step: StepId
+    asset: AssetDef
+    spec: StepSpec
+    ups: list[tuple[str, StepId, str]]
+    children: list[StepId] = field(default_factory=list)
+    waiting: int = 0
+    status: str = R.PENDING
+    reason: str = ""
+    decision: Decision | None = None
+    attempts: int = 0
+    token: int | None = None
+    mat: R.Materialization | None = None
+    error: str | None = None
+    duration: float | None = None
+    source_path: str | None = None
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id like ``20261123-081502-4f2a9c``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class Engine:
+    """Runs one selection of a project to completion."""
+
+    def __init__(
+        self,
+        project: Project,
+        meta: MetadataStore,
+        artifacts: ArtifactStore,
+        options: RunOptions,
+        on_event: EventSink | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.project = project
+        self.settings = project.settings
+        self.meta = meta
+        self.artifacts = artifacts
+        self._executor = executor
+        self.options = options
+        self.on_event = on_event or (lambda event: None)
+        self.run_id = new_run_id()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.history = StoreHistory(meta, artifacts)
+        self.states: dict[StepId, _State] = {}
+        self.order: list[StepId] = []
+        self.ready: list[tuple[float, int, StepId]] = []
+        self.running: dict[int, StepId] = {}
+        self.lease_wait: dict[StepId, float] = {}
+        self.retry_wait: dict[StepId, float] = {}
+        self.pending_records: list[R.StepRecord] = []
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.pool_use: dict[str, int] = {}
+        self.cpu_used = 0.0
+        self.mem_used = 0
+        self.priority: dict[StepId, float] = {}
+        self.stopped = False
+        self.forced: set[StepId] = set()
+        self.kind = options.executor or self.settings.executor
+        self._held: dict[StepId, tuple[float, int]] = {}
+        self._seq = 0
+        self._rng = random.Random()
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Resolve the selection into steps with their key material; observe sources."""
+        graph = self.project.graph
+        targets = select(graph, self.options.selection)
+        needed = targets | graph.ancestors(targets)
+        params = self.project.params(self.options.profile, self.options.overrides)
+        observer = SourceObserver(self.settings.state_dir)
+        forced = targets if self.options.force else set()
+        for name in graph.order:
+            if name not in needed:
+                continue
+            asset = graph.assets[name]
+            self._check_pool(asset)
+            step = StepId(name, "")
+            ups = [(i.param, StepId(i.asset, ""), i.annotation) for i in asset.inputs]
+            state = _State(step, asset, self._spec(asset, step, params[name], observer), ups)
+            state.waiting = len({u for _, u, _ in ups})
+            if asset.is_source:
+                assert asset.path is not None
+                state.source_path = str(self.settings.root / asset.path)
+            self.states[step] = state
+            self.order.append(step)
+            if name in forced:
+                self.forced.add(step)
+        observer.save()
+        for step in self.order:
+            for up in {u for _, u, _ in self.states[step].ups}:
+                self.states[up].children.append(step)
+        durations = self.meta.mean_durations()
+        downstream = {s: self.states[s].children for s in self.order}
+        self.priority = critical_path(self.order, downstream, durations)
+
+    def _spec(self, asset: AssetDef, step: StepId, params: dict[str, Any], observer: SourceObserver) -> StepSpec:
+        if asset.is_source:
+            assert asset.path is not None
+            version = observer.observe(self.settings.root / asset.path)
+            return StepSpec(step, code_version="", source_version=version or "missing")
+        code_version, parts = self.project.code(asset)
+        return StepSpec(
+            step,
+            code_version=code_version,
+            code_parts=parts,
+            params=params,
+            seed=derive_seed(self.settings.seed, step),
+            env=installed_versions(asset.env),
+            cache=asset.cache,
+        )
+
+    def _check_pool(self, asset: AssetDef) -> None:
+        if asset.pool and asset.pool not in self.settings.pools:
+            raise DefinitionError(
+                f"asset '{asset.name}' uses pool '{asset.pool}', which is not declared: add "
+                f"`{asset.pool} = <slots>` under [pools] in cairn.toml"
+            )
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            workers = self.options.workers or self.settings.workers
+            self._executor = create_executor(self.kind, workers, self.settings.executor_address)
+        return self._executor
+
+    def inputs_of(self) -> dict[StepId, list[StepId]]:
+        """For each step, the steps it reads, without repeats."""
+        return {s: list(dict.fromkeys(u for _, u, _ in self.states[s].ups)) for s in self.order}
+
+    def specs(self) -> dict[StepId, StepSpec]:
+        return {s: self.states[s].spec for s in self.order}
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        """Prepare, record the run, and drive every step to a final status."""
+        self.meta.abandon_stale_runs(self.settings.stale_after_s)
+        self.prepare()
+        from cairn.tracking.environment import capture
+
+        self.meta.create_run(
+            R.RunRecord(
+                run_id=self.run_id,
+                status=R.RUNNING,
+                selection=" ".join(self.options.selection) or "*",
+                created_at=time.time(),
+                args=self._args(),
+                environment=capture(),
+                profile=self.options.profile,
+            )
+        )
+        register_graph(str(self.settings.root), self.project.graph)
+        self.on_event(Event(RUN_STARTED, self.run_id, total=len(self.order)))
+        status = R.FAILED
+        try:
+            self._loop()
+            ok = all(self.states[s].status in (R.EXECUTED, R.CACHED) for s in self.order)
+            status = R.SUCCEEDED if ok else R.FAILED
+        except KeyboardInterrupt:
+            status = R.CANCELLED
+            self._cancel_all("the run was interrupted")
+            raise
+        finally:
+            if self._executor is not None:
+                self._executor.close()
+            self._flush()
+            self.meta.finish_run(self.run_id, status)
+            self.on_event(Event(RUN_FINISHED, self.run_id, status=status, total=len(self.order)))
+        return self.result(status)
+
+    def result(self, status: str) -> RunResult:
+        steps = []
+        for step in self.order:
+            st = self.states[step]
+            key = st.decision.cache_key if st.decision else None
+            steps.append(
+                StepResult(
+                    step.asset,
+                    step.partition,
+                    st.status,
+                    st.attempts,
+                    key,
+                    st.mat.data_version if st.mat else None,
+                    st.duration,
+                    st.reason,
+                    st.error,
+                )
+            )
+        return RunResult(self.run_id, status, tuple(steps))
+
+    def _args(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "force": o.force,
+            "fail_fast": o.fail_fast,
+            "executor": self.kind,
+            "workers": o.workers,
+            "profile": o.profile,
+            "set": {a: dict(v) for a, v in o.overrides.items()},
+        }
+
+    def _loop(self) -> None:
+        for step in self.order:
+            if self.states[step].waiting == 0:
+                self._decide(step)
+        next_heartbeat = time.monotonic() + self.settings.heartbeat_s
+        while self.running or self.ready or self.lease_wait or self.retry_wait:
+            now = time.monotonic()
+            self._wake(now)
+            self._start_ready()
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + self.settings.heartbeat_s
+            if not (self.running or self.ready or self.lease_wait or self.retry_wait):
+                break
+            wait = self._wait_time(next_heartbeat)
+            if self.running:
+                for done in self.executor.poll(wait):
+                    self._finished(done)
+            elif wait is not None and wait > 0:
+                time.sleep(wait)
+
+    def _wait_time(self, next_heartbeat: float) -> float | None:
+        now = time.monotonic()
+        times = [next_heartbeat, *self.retry_wait.values(), *self.lease_wait.values()]
+        for breaker in self.breakers.values():
+            if breaker.state == "open":
+                times.append(now + breaker.wait_time(time.time()))
+        return max(0.0, min(times) - now)
+
+    def _wake(self, now: float) -> None:
+        for step, due in list(self.retry_wait.items()):
+            if now >= due:
+                del self.retry_wait[step]
+                self._push(step)
+        for step, due in list(self.lease_wait.items()):
+            if now >= due:
+                del self.lease_wait[step]
+                st = self.states[step]
+                assert st.decision is not None
+                hit = self.history.cached(step, st.decision.cache_key or "")
+                if hit is not None:
+                    self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
+                else:
+                    self._push(step)
+
+    # ---- deciding -----------------------------------------------------------------------------
+
+    def _decide(self, first: StepId) -> None:
+        """Decide `first` and, transitively, every child that a cache hit makes decidable."""
+        work = [first]
+        while work:
+            step = work.pop()
+            st = self.states[step]
+            if st.status != R.PENDING:
+                continue
+            if st.spec.source_version == "missing":
+                self._fail(step, f"source file {st.source_path} does not exist", "source missing")
+                continue
+            refs = []
+            for up in dict.fromkeys(u for _, u, _ in st.ups):
+                mat = self.states[up].mat
+                assert mat is not None
+                refs.append(R.InputRef(up.asset, up.partition, mat.data_version))
+            decision = decide(st.spec, refs, self.history, step in self.forced)
+            st.decision = decision
+            st.reason = str(decision.reason)
+            if decision.action == RUN:
+                self._push(step)
+            else:
+                assert decision.cached is not None
+                work.extend(self._resolve(step, R.CACHED, st.reason, decision.cached, decide_children=False))
+
+    def _push(self, step: StepId) -> None:
+        self._seq += 1
+        self.states[step].status = "ready"
+        heapq.heappush(self.ready, (-self.priority.get(step, 0.0), self._seq, step))
+
+    def _resolve(
+        self, step: StepId, status: str, reason: str, mat: R.Materialization, decide_children: bool = True
+    ) -> list[StepId]:
+        st = self.states[step]
+        st.status, st.reason, st.mat = status, reason, mat
+        if status == R.CACHED:
+            self._record(st)
+            self.on_event(Event(STEP_FINISHED, self.run_id, step, status, reason))
+        unblocked = []
+        for child in st.children:
+            cst = self.states[child]
+            cst.waiting -= 1
+            if cst.waiting == 0 and cst.status == R.PENDING:
+                unblocked.append(child)
+        if decide_children:
+            for child in unblocked:
+                self._decide(child)
+        return unblocked
+
+    # ---- starting -----------------------------------------------------------------------------
+
+    def _start_ready(self) -> None:
+        if self.stopped:
+            return
+        capacity = self.executor.capacity
+        deferred = []
+        while self.ready:
+            if self.running and self.cpu_used >= capacity.cpu - 1e-9:
+                break
+            entry = heapq.heappop(self.ready)
+            step = entry[2]
+            st = self.states[step]
+            cpu = min(st.asset.resources.cpu, capacity.cpu)
+            mem = min(st.asset.resources.memory_mb, capacity.memory_mb)
+            fits = not self.running or (
+                self.cpu_used + cpu <= capacity.cpu + 1e-9 and self.mem_used + mem <= capacity.memory_mb
+            )
+            if not fits or not self._pool_free(st.asset):
+                deferred.append(entry)
+                continue
+            verdict = self._admit(st.asset)
+            if verdict == "wait":
+                deferred.append(entry)
+                continue
+            if verdict == "fail":
+                systems = ", ".join(st.asset.uses)
+                self._fail(step, f"CircuitOpen: {systems} failed too often in a row; not started", "circuit open")
+                continue
+            self._submit(step, cpu, mem)
+        for entry in deferred:
+            heapq.heappush(self.ready, entry)
+
+    def _pool_free(self, asset: AssetDef) -> bool:
+        if not asset.pool:
+            return True
+        return self.pool_use.get(asset.pool, 0) < self.settings.pools[asset.pool]
+
+    def _admit(self, asset: AssetDef) -> str:
+        verdicts = [self._breaker(system).admit(time.time()) for system in asset.uses]
+        if "fail" in verdicts:
+            return "fail"
+        return "wait" if "wait" in verdicts else "yes"
+
+    def _breaker(self, system: str) -> CircuitBreaker:
+        if system not in self.breakers:
+            policy = self.settings.breakers.get(system, BreakerPolicy())
+            self.breakers[system] = CircuitBreaker(policy)
+        return self.breakers[system]
+
+    def _submit(self, step: StepId, cpu: float, mem: int) -> None:
+        st = self.states[step]
+        assert st.decision is not None and st.decision.cache_key is not None
+        key = st.decision.cache_key
+        token = self.meta.acquire_lease(key, self.run_id, self.owner, self.settings.lease_ttl_s)
+        if token is None:
+            self._take_over_dead(key)
+            self.lease_wait[step] = time.monotonic() + 0.1
+            st.status = "waiting"
+            return
+        hit = self.history.cached(step, key) if not st.decision.cached and step not in self.forced else None
+        if hit is not None and st.spec.cache:
+            self.meta.release_lease(key, token)
+            self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
+            return
+        st.token = token
+        st.attempts += 1
+        st.status = "running"
+        self.meta.start_attempt(
+            R.AttemptRecord(self.run_id, step.asset, step.partition, st.attempts, "running", time.time(), None, token)
+        )
+        job = StepJob(
+            project_dir=str(self.settings.root),
+            artifacts_url=self.settings.artifacts,
+            asset=step.asset,
+            partition=step.partition,
+            run_id=self.run_id,
+            attempt=st.attempts,
+            cache_key=key,
+            params=dict(st.spec.params),
+            seed=st.spec.seed,
+            inputs=self._inputs(st),
+            source_path=st.source_path,
+            capture_output=self.kind == "process",
+        )
+        self.cpu_used += cpu
+        self.mem_used += mem
+        if st.asset.pool:
+            self.pool_use[st.asset.pool] = self.pool_use.get(st.asset.pool, 0) + 1
+        self.on_event(Event(STEP_STARTED, self.run_id, step, "running", st.reason))
+        timeout = st.asset.timeout or self.settings.timeout
+        ticket = self.executor.submit(run_step, job, timeout)
+        self.running[ticket] = step
+        self._held[step] = (cpu, mem)
+
+    def _take_over_dead(self, key: str) -> None:
+        """Abandon the run holding a lease when its engine was a process of this host that is gone."""
+        holder = self.meta.lease_owner(key)
+        if holder is None:
+            return
+        run_id, owner = holder
+        host, _, pid = owner.rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+            return
+        self.meta.abandon_run(run_id, f"its engine (process {pid}) is no longer running")
+
+    def _inputs(self, st: _State) -> tuple[InputSpec, ...]:
+        specs = []
+        for param, up, annotation in st.ups:
+            mat = self.states[up].mat
+            assert mat is not None
+            ref = R.InputRef(up.asset, up.partition, mat.data_version)
+            specs.append(InputSpec(param, ref, mat.stored, annotation))
+        return tuple(specs)
+
+    # ---- finishing ----------------------------------------------------------------------------
+
+    def _finished(self, done: Completed) -> None:
+        step = self.running.pop(done.ticket)
+        st = self.states[step]
+        cpu, mem = self._held.pop(step)
+        self.cpu_used -= cpu
+        self.mem_used -= mem
+        if st.asset.pool:
+            self.pool_use[st.asset.pool] -= 1
+        outcome = _outcome(done, st.asset.timeout or self.settings.timeout)
+        if outcome.logs:
+            self.meta.add_logs(
+                [
+                    R.LogRecord(self.run_id, step.asset, step.partition, st.attempts, t, level, msg)
+                    for t, level, msg in outcome.logs
+                ]
+            )
+        for system in st.asset.uses:
+            self._breaker(system).record(outcome.status == OK, time.time())
+        if outcome.status == OK:
+            self._commit(step, outcome)
+        else:
+            self._attempt_failed(step, outcome)
+
+    def _commit(self, step: StepId, outcome: StepOutcome) -> None:
+        st = self.states[step]
+        assert st.decision is not None and st.decision.cache_key is not None and outcome.stored is not None
+        spec = st.spec
+        metadata = dict(outcome.metadata)
+        if spec.env:
+            metadata["cairn.env"] = dict(spec.env)
+        mat = R.Materialization(
+            asset=step.asset,
+            partition=step.partition,
+            cache_key=st.decision.cache_key,
+            data_version=outcome.stored.data_version,
+            size=outcome.stored.size,
+            format=outcome.stored.format,
+            pytype=outcome.stored.pytype,
+            run_id=self.run_id,
+            attempt=st.attempts,
+            code_version=spec.code_version or (spec.source_version or ""),
+            code_parts=dict(spec.code_parts),
+            params=dict(spec.params),
+            seed=spec.seed,
+            inputs=st.decision.inputs,
+            duration_s=outcome.duration_s,
+            created_at=time.time(),
+            metadata=metadata,
+            metrics=dict(outcome.metrics),
+        )
+        record = R.StepRecord(
+            self.run_id,
+            step.asset,
+            step.partition,
+            R.EXECUTED,
+            st.reason,
+            mat.cache_key,
+            mat.data_version,
+            st.attempts,
+            outcome.duration_s,
+        )
+        assert st.token is not None
+        try:
+            self.meta.commit_materialization(mat, record, (mat.cache_key, st.token))
+        except LeaseLost:
+            self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, "lost", "lease lost")
+            self._attempt_failed(
+                step, StepOutcome("failed", error="LeaseLost: another engine took over", retryable=True)
+            )
+            return
+        st.duration = outcome.duration_s
+        self.history.remember(mat)
+        self.on_event(Event(STEP_FINISHED, self.run_id, step, R.EXECUTED, st.reason))
+        self._resolve(step, R.EXECUTED, st.reason, mat)
+
+    def _attempt_failed(self, step: StepId, outcome: StepOutcome) -> None:
+        st = self.states[step]
+        key = st.decision.cache_key if st.decision else None
+        self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, R.FAILED, outcome.error)
+        if key is not None and st.token is not None:
+            self.meta.release_lease(key, st.token)
+        st.token = None
+        policy: Retry = st.asset.retry or self.settings.retry
+        if outcome.retryable and st.attempts < policy.max_attempts and not self.stopped:
+            delay = policy.delay(st.attempts, self._rng.random())
+            self.retry_wait[step] = time.monotonic() + delay
+            st.status = "retrying"
+            detail = f"attempt {st.attempts} failed, retrying in {delay:.1f} s: {_first_line(outcome.error)}"
+            self.on_event(Event(STEP_RETRYING, self.run_id, step, "retrying", detail))
+            return
+        st.duration = outcome.duration_s
+        self._fail(step, outcome.error or "failed", st.reason)
+
+    def _fail(self, step: StepId, error: str, reason: str) -> None:
+        st = self.states[step]
+        st.status, st.error, st.reason = R.FAILED, error, reason
+        self._record(st)
+        self.on_event(Event(STEP_FINISHED, self.run_id, step, R.FAILED, _first_line(error)))
+        stack = list(st.children)
+        while stack:
+            child = stack.pop()
+            cst = self.states[child]
+            if cst.status in (R.PENDING, "ready"):
+                cst.status, cst.reason = R.SKIPPED, f"upstream failed: {step}"
+                self._record(cst)
+                self.on_event(Event(STEP_FINISHED, self.run_id, child, R.SKIPPED, cst.reason))
+                stack.extend(cst.children)
+        if self.options.fail_fast:
+            self._stop("run stopped after a failure (--fail-fast)")
+
+    def _stop(self, reason: str) -> None:
+        self.stopped = True
+        self.ready.clear()
+        self.retry_wait.clear()
+        self.lease_wait.clear()
+        for step in self.order:
+            st = self.states[step]
+            if st.status in (R.PENDING, "ready", "retrying", "waiting"):
+                st.status, st.reason = R.SKIPPED, reason
+                self._record(st)
+
+    def _cancel_all(self, reason: str) -> None:
+        for ticket, step in list(self.running.items()):
+            st = self.states[step]
+            self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, R.FAILED, reason)
+            if st.decision and st.decision.cache_key and st.token is not None:
+                self.meta.release_lease(st.decision.cache_key, st.token)
+            st.status, st.error = R.FAILED, reason
+            self._record(st)
+            del self.running[ticket]
+        self._stop(reason)
+
+    def _record(self, st: _State) -> None:
+        key = st.decision.cache_key if st.decision else None
+        self.pending_records.append(
+            R.StepRecord(
+                self.run_id,
+                st.step.asset,
+                st.step.partition,
+                st.status,
+                st.reason,
+                key,
+                st.mat.data_version if st.mat else None,
+                st.attempts,
+                st.duration,
+                st.error,
+            )
+        )
+
+    def _flush(self) -> None:
+        if self.pending_records:
+            self.meta.upsert_steps(self.pending_records)
+            self.pending_records = []
+
+    def _heartbeat(self) -> None:
+        self.meta.heartbeat_run(self.run_id)
+        held = []
+        for step in self.running.values():
+            st = self.states[step]
+            if st.decision and st.decision.cache_key and st.token is not None:
+                held.append((st.decision.cache_key, st.token))
+        if held:
+            self.meta.renew_leases(held, self.settings.lease_ttl_s)
+        self._flush()
+
+
+def _outcome(done: Completed, timeout: float | None) -> StepOutcome:
+    if done.result is not None:
+        result: StepOutcome = done.result
+        if result.status == TIMEOUT:
+            return StepOutcome(TIMEOUT, error=f"StepTimeout: {result.error}", logs=result.logs, retryable=True)
+        return result
+    if done.timed_out:
+        return StepOutcome(TIMEOUT, error=f"StepTimeout: the attempt ran longer than its timeout of {timeout} s")
+    if done.crashed:
+        return StepOutcome("failed", error=f"StepCrashed: {done.error}")
+    return StepOutcome("failed", error=f"StepCrashed: the step job failed outside user code: {done.error}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if text and text.strip() else ""

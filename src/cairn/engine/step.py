@@ -1,0 +1,268 @@
+"""The step job: runs in a worker, loads inputs, calls the asset function, stores and hashes the output.
+
+It never writes metadata: it returns a `StepOutcome` and the engine decides what to record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as stdio
+import json
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cairn.core.asset import AssetDef
+from cairn.core.graph import Graph
+from cairn.core.records import InputRef, StoredValue
+from cairn.engine.context import Checkpoint, Context
+from cairn.errors import NonRetryable, StepTimeout
+
+SOURCE_FORMAT = "source"
+
+OK = "ok"
+FAILED = "failed"
+TIMEOUT = "timeout"
+
+_graphs: dict[str, Graph] = {}
+_stores: dict[tuple[str, str], Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One input to load: the parameter it fills, the materialization it reads, and how it is stored."""
+
+    param: str
+    ref: InputRef
+    stored: StoredValue
+    annotation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepJob:
+    """Everything a worker needs to run one attempt; picklable, small."""
+
+    project_dir: str
+    artifacts_url: str
+    asset: str
+    partition: str
+    run_id: str
+    attempt: int
+    cache_key: str
+    params: dict[str, Any]
+    seed: int
+    inputs: tuple[InputSpec, ...] = ()
+    source_path: str | None = None
+    capture_output: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What an attempt produced, or how it failed."""
+
+    status: str
+    stored: StoredValue | None = None
+    duration_s: float = 0.0
+    logs: tuple[tuple[float, str, str], ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    retryable: bool = True
+
+
+def register_graph(project_dir: str, graph: Graph) -> None:
+    """Let in-process executors reuse the engine's loaded graph instead of loading the project again."""
+    _graphs[project_dir] = graph
+
+
+def run_step(job: StepJob) -> StepOutcome:
+    """Run one attempt of one step and store its output. Never raises for errors of user code."""
+    started = time.perf_counter()
+    ctx: Context | None = None
+    out = stdio.StringIO()
+    try:
+        store = _store(job.artifacts_url, job.project_dir)
+        if job.source_path is not None:
+            stored = _copy_source(job, store)
+            return StepOutcome(OK, stored, time.perf_counter() - started)
+        asset = _graph(job)[job.asset]
+        ctx = _context(job)
+        kwargs = {spec.param: _load_input(spec, store) for spec in job.inputs}
+        if asset.context_param:
+            kwargs[asset.context_param] = ctx
+        assert asset.fn is not None
+        with _captured(out, job.capture_output):
+            value = asset.fn(**kwargs)
+        stored = _dump(value, store, asset)
+        ctx.checkpoint.clear()
+        return StepOutcome(OK, stored, time.perf_counter() - started, _logs(ctx, out), ctx.metrics, ctx.metadata)
+    except StepTimeout as exc:
+        return StepOutcome(TIMEOUT, None, time.perf_counter() - started, _logs(ctx, out), error=str(exc))
+    except Exception as exc:
+        return StepOutcome(
+            FAILED,
+            None,
+            time.perf_counter() - started,
+            _logs(ctx, out),
+            error=_describe(exc),
+            retryable=not isinstance(exc, NonRetryable),
+        )
+    finally:
+        if ctx is not None:
+            shutil.rmtree(_workdir(job), ignore_errors=True)
+
+
+def _graph(job: StepJob) -> Graph:
+    graph = _graphs.get(job.project_dir)
+    if graph is None:
+        from cairn.project import load_project
+
+        graph = load_project(job.project_dir).graph
+        _graphs[job.project_dir] = graph
+    return graph
+
+
+def _store(url: str, project_dir: str) -> Any:
+    key = (url, project_dir)
+    if key not in _stores:
+        from cairn.storage.artifacts import open_artifacts
+
+        _stores[key] = open_artifacts(url, project_dir)
+    return _stores[key]
+
+
+def _workdir(job: StepJob) -> Path:
+    name = f"{job.asset}@{job.partition}" if job.partition else job.asset
+    return Path(job.project_dir) / ".cairn" / "work" / f"{job.run_id}-{name}-{job.attempt}"
+
+
+def _context(job: StepJob) -> Context:
+    checkpoint = Path(job.project_dir) / ".cairn" / "checkpoints" / job.cache_key.replace(":", "-")
+    return Context(
+        asset=job.asset,
+        partition=job.partition,
+        params=job.params,
+        seed=job.seed,
+        run_id=job.run_id,
+        attempt=job.attempt,
+        workdir=_workdir(job),
+        checkpoint=Checkpoint(checkpoint),
+    )
+
+
+@contextlib.contextmanager
+def _captured(out: stdio.StringIO, enabled: bool) -> Any:
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        yield
+
+
+def _logs(ctx: Context | None, out: stdio.StringIO) -> tuple[tuple[float, str, str], ...]:
+    records = list(ctx.log.records) if ctx is not None else []
+    printed = out.getvalue()
+    if printed:
+        records.append((time.time(), "OUTPUT", printed.rstrip("\n")))
+    return tuple(records)
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if "/cairn/" not in f.filename.replace("\\", "/")] or frames[-1:]
+    where = "".join(traceback.format_list(user[-4:]))
+    return f"{type(exc).__name__}: {exc}\n{where}".rstrip()
+
+
+def _dump(value: Any, store: Any, asset: AssetDef) -> StoredValue:
+    from cairn.io import dump
+
+    return dump(value, store, asset.io)
+
+
+def _copy_source(job: StepJob, store: Any) -> StoredValue:
+    assert job.source_path is not None
+    path = Path(job.source_path)
+    writer = store.writer()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                writer.write(chunk)
+        digest, size = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return StoredValue(digest, size, SOURCE_FORMAT, path.suffix.lower() or ".bin")
+
+
+def _load_input(spec: InputSpec, store: Any) -> Any:
+    return convert_table(load_stored(spec.stored, store), spec.annotation)
+
+
+def load_stored(stored: StoredValue, store: Any) -> Any:
+    """Read a stored value back (its checksum is verified first), sources parsed by their file type."""
+    if stored.format == SOURCE_FORMAT:
+        return _parse_source(store.read_bytes(stored.data_version, stored.size), stored.pytype)
+    from cairn.io import load
+
+    return load(stored, store)
+
+
+def _parse_source(data: bytes, suffix: str) -> Any:
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        return pq.read_table(pa.BufferReader(data))
+    if suffix == ".csv":
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        return pacsv.read_csv(pa.BufferReader(data))
+    if suffix == ".json":
+        return json.loads(data)
+    if suffix == ".npy":
+        import numpy as np
+
+        return np.load(stdio.BytesIO(data), allow_pickle=False)
+    if suffix in (".txt", ".md", ".sql"):
+        return data.decode("utf-8")
+    return data
+
+
+def convert_table(value: Any, annotation: str) -> Any:
+    """Convert a table to the DataFrame type the consuming parameter is annotated with."""
+    module = type(value).__module__.split(".")[0]
+    if module not in ("pyarrow", "pandas", "polars") or not annotation:
+        return value
+    wanted = _wanted_table(annotation)
+    if wanted is None or wanted == module:
+        return value
+    import pyarrow as pa
+
+    table = value
+    if module == "pandas":
+        table = pa.Table.from_pandas(value, preserve_index=False)
+    elif module == "polars":
+        table = value.to_arrow()
+    if wanted == "pandas":
+        return table.to_pandas()
+    if wanted == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    return table
+
+
+def _wanted_table(annotation: str) -> str | None:
+    text = annotation.replace(" ", "")
+    if text.startswith(("pd.", "pandas.")):
+        return "pandas"
+    if text.startswith(("pl.", "polars.")):
+        return "polars"
+    if text.startswith(("pa.", "pyarrow.")):
+        return "pyarrow"
+    return None

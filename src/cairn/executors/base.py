@@ -1,0 +1,77 @@
+"""The executor port: submit a job, poll for what completed, close. Timeouts are enforced here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cairn.errors import ConfigError
+
+Job = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What an executor can run at once: CPU cores (step `Resources.cpu` add up) and memory."""
+
+    cpu: float
+    memory_mb: int
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A finished job: its return value, or how it ended without one."""
+
+    ticket: int
+    result: Any = None
+    error: str | None = None
+    timed_out: bool = False
+    crashed: bool = False
+
+
+class Executor(Protocol):
+    """Runs jobs; the engine is the only caller and the only one that records anything."""
+
+    capacity: Capacity
+
+    def submit(self, fn: Job, arg: Any, timeout: float | None = None) -> int:
+        """Start `fn(arg)`; return a ticket. A job past `timeout` seconds is stopped and reported timed out."""
+        ...
+
+    def poll(self, timeout: float | None) -> list[Completed]:
+        """Wait up to `timeout` seconds (None: until something completes) and return what completed."""
+        ...
+
+    def close(self) -> None:
+        """Stop every worker; running jobs are abandoned."""
+        ...
+
+
+def memory_mb() -> int:
+    """Physical memory of this machine in MiB."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024))
+    except (ValueError, OSError, AttributeError):
+        return 8192
+
+
+def create_executor(kind: str, workers: int, address: str | None = None) -> Executor:
+    """Build the executor named by ``[executor] kind`` (or ``--executor``)."""
+    if kind == "inline":
+        from cairn.executors.inline import InlineExecutor
+
+        return InlineExecutor()
+    if kind == "thread":
+        from cairn.executors.local import ThreadExecutor
+
+        return ThreadExecutor(workers)
+    if kind == "process":
+        from cairn.executors.local import ProcessExecutor
+
+        return ProcessExecutor(workers)
+    raise ConfigError(
+        f"executor '{kind}' is not available in this installation: use inline, thread or process "
+        f"(dask and ray need the cairn[{kind}] extra and cluster support)"
+    )

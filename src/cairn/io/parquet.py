@@ -1,0 +1,106 @@
+"""Tables (pandas and polars DataFrames, pyarrow Tables) stored as Parquet with fixed writer options."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from cairn.core.records import StoredValue
+from cairn.errors import SerializationError
+from cairn.io.ports import Store, write_object
+
+FORMAT: Final = "parquet"
+
+# Every option is pinned, so equal tables give equal bytes whatever a future pyarrow's defaults are (early
+# cutoff depends on it). Compression stays pyarrow's default, snappy: measured on 2 cores for a 5M x 5
+# float64 frame and a 2M-row mixed frame, zstd wrote 10-20 % slower and read random floats 2x slower
+# for a 6 % (floats) to 43 % (mixed) smaller file; lz4 and no compression were within noise of snappy.
+PARQUET_WRITE_OPTIONS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "version": "2.6",
+        "compression": "snappy",
+        "use_dictionary": True,
+        "write_statistics": True,
+        "row_group_size": 1024 * 1024,
+        "data_page_size": 1024 * 1024,
+        "data_page_version": "1.0",
+        "store_schema": True,
+        "write_page_index": False,
+        "write_page_checksum": False,
+        "use_byte_stream_split": False,
+    }
+)
+
+# pandas index handling: a RangeIndex is kept as metadata, any other index as columns; both come back on load.
+PANDAS_PRESERVE_INDEX: Final = None
+
+# (pytype, module, class): a value of one of these types can only exist once its module is imported, so
+# detecting it through sys.modules imports nothing.
+_TABLE_TYPES: Final = (
+    ("pandas", "pandas", "DataFrame"),
+    ("polars", "polars", "DataFrame"),
+    ("arrow", "pyarrow", "Table"),
+)
+
+
+def table_kind(value: object) -> str | None:
+    """``"pandas"``, ``"polars"`` or ``"arrow"`` when ``value`` is such a table, else None."""
+    for pytype, module_name, class_name in _TABLE_TYPES:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(value, getattr(module, class_name)):
+            return pytype
+    return None
+
+
+def dump_table(value: Any, pytype: str, store: Store) -> StoredValue:
+    """Write a table of kind ``pytype`` (see `table_kind`) as one Parquet object, hashed while written.
+
+    Raises:
+        SerializationError: the table has columns Parquet cannot hold.
+    """
+    import pyarrow as pa  # here, not on top: the start-up budget (DESIGN §5)
+    import pyarrow.parquet as pq
+
+    try:
+        table = _to_arrow(value, pytype)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise SerializationError(
+            f"cannot store the {pytype} DataFrame as Parquet: {exc}. Give each column one type (e.g. "
+            'df[col].astype(str)), or pass io="pickle" to store it pickled.'
+        ) from exc
+    digest, size = write_object(store, lambda sink: pq.write_table(table, sink, **PARQUET_WRITE_OPTIONS))
+    return StoredValue(digest, size, FORMAT, pytype)
+
+
+def load_table(data: bytes, pytype: str) -> Any:
+    """Read verified Parquet bytes back as the table type they were written from."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pa.BufferReader(data))
+    if pytype == "pandas":
+        return table.to_pandas()
+    if pytype == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    return table
+
+
+def _to_arrow(value: Any, pytype: str) -> Any:
+    import pyarrow as pa
+
+    if pytype == "pandas":
+        kinds = {type(name) for name in value.columns}
+        if len(kinds) > 1:
+            names = ", ".join(sorted(kind.__name__ for kind in kinds))
+            raise SerializationError(
+                f"cannot store the pandas DataFrame as Parquet: its column names mix types ({names}) and "
+                "would come back as str. Rename them, e.g. df.columns = df.columns.astype(str)."
+            )
+        return pa.Table.from_pandas(value, preserve_index=PANDAS_PRESERVE_INDEX)
+    if pytype == "polars":
+        return value.to_arrow()
+    return value

@@ -1,0 +1,246 @@
+"""Loads a project: imports its modules, collects its definitions, and resolves each asset's key material."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.metadata
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from cairn.config import Settings, load_settings
+from cairn.core.asset import AssetDef
+from cairn.core.fingerprint import Fingerprinter, code_version
+from cairn.core.graph import Graph, build_graph
+from cairn.errors import ConfigError, DefinitionError, UsageError, did_you_mean
+
+_loaded_mtimes: dict[str, dict[str, int]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A loaded project: its settings and its validated asset graph."""
+
+    settings: Settings
+    graph: Graph
+    fingerprinter: Fingerprinter = field(compare=False)
+
+    def code(self, asset: AssetDef) -> tuple[str, dict[str, str]]:
+        """The code version of an asset and its parts (empty parts when `code_version=` overrides it)."""
+        if asset.code_version is not None:
+            return asset.code_version, {}
+        if asset.fn is None:
+            return "", {}
+        parts = self.fingerprinter.parts(asset.fn)
+        return code_version(parts), parts
+
+    def params(
+        self, profile: str | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Each asset's params: its defaults, overlaid by a profile, overlaid by ``--set`` values."""
+        resolved = {name: dict(a.params) for name, a in self.graph.assets.items()}
+        if profile is not None:
+            if profile not in self.settings.profiles:
+                known = list(self.settings.profiles)
+                raise UsageError(
+                    f"profile '{profile}' is not defined in cairn.toml.{did_you_mean(profile, known)} "
+                    f"Defined profiles: {', '.join(known) or 'none'} (add a [profiles.{profile}] table)"
+                )
+            _overlay(resolved, self.settings.profiles[profile], f"[profiles.{profile}]", ConfigError)
+        if overrides:
+            _overlay(resolved, overrides, "--set", UsageError)
+        return resolved
+
+
+def _overlay(
+    resolved: dict[str, dict[str, Any]],
+    overlay: Mapping[str, Mapping[str, Any]],
+    where: str,
+    error: type[Exception],
+) -> None:
+    for asset, values in overlay.items():
+        if asset not in resolved:
+            raise error(f"{where}: asset '{asset}' is not defined.{did_you_mean(asset, resolved)}")
+        for param, value in values.items():
+            if param not in resolved[asset]:
+                known = sorted(resolved[asset])
+                raise error(
+                    f"{where}: asset '{asset}' has no param '{param}'.{did_you_mean(param, known)} "
+                    f"Its params: {', '.join(known) or 'none'}"
+                )
+            resolved[asset][param] = value
+
+
+def load_project(project: str | os.PathLike[str] | Settings = ".") -> Project:
+    """Read `cairn.toml`, import the project's modules and validate the asset graph."""
+    settings = project if isinstance(project, Settings) else load_settings(project)
+    modules = [_import(settings, name) for name in settings.modules]
+    defs: list[AssetDef] = []
+    for module in modules:
+        defs.extend(_definitions_in(module))
+    if not defs:
+        raise DefinitionError(
+            f"no assets found in module(s) {', '.join(settings.modules)} of {settings.root}: define functions "
+            "with @cairn.asset, or list the right modules in [project] modules of cairn.toml"
+        )
+    root = str(settings.root)
+    index = SourceIndex()
+    fingerprinter = Fingerprinter(index.node_of, _project_test(root))
+    return Project(settings, build_graph(defs), fingerprinter)
+
+
+def installed_versions(dists: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of distributions named by ``env=`` ("not installed" for missing ones)."""
+    out = {}
+    for dist in dists:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _import(settings: Settings, name: str) -> ModuleType:
+    root = str(settings.root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    _forget_changed_modules(root)
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise DefinitionError(
+                f"module '{name}' listed in [project] modules of cairn.toml was not found in {root}: "
+                f"create {name.replace('.', '/')}.py or fix the name"
+            ) from exc
+        raise DefinitionError(f"importing '{name}' failed: {exc}\n{_user_traceback(exc)}") from exc
+    except DefinitionError:
+        raise
+    except Exception as exc:
+        raise DefinitionError(
+            f"importing '{name}' failed: {type(exc).__name__}: {exc}\n{_user_traceback(exc)}"
+        ) from exc
+    _loaded_mtimes[root] = _module_mtimes(root)
+    return module
+
+
+def _forget_changed_modules(root: str) -> None:
+    """Drop the project's modules from `sys.modules` when any of their files changed since loading."""
+    before = _loaded_mtimes.get(root)
+    if before is None or before == _module_mtimes(root):
+        return
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if path.startswith(root + os.sep):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def _module_mtimes(root: str) -> dict[str, int]:
+    out = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None) or ""
+        if path.startswith(root + os.sep):
+            try:
+                out[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                out[path] = -1
+    return out
+
+
+def _user_traceback(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename and "/cairn/" not in f.filename]
+    return "".join(traceback.format_list(user[-3:])).rstrip()
+
+
+def _definitions_in(module: ModuleType) -> list[AssetDef]:
+    found: list[AssetDef] = []
+    for value in vars(module).values():
+        if isinstance(value, AssetDef):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            found.extend(v for v in value if isinstance(v, AssetDef))
+        elif isinstance(value, dict):
+            found.extend(v for v in value.values() if isinstance(v, AssetDef))
+    unique: dict[int, AssetDef] = {id(d): d for d in found}
+    return list(unique.values())
+
+
+def _project_test(root: str) -> Callable[[Any], bool]:
+    """Whether an object's code belongs to the project (a file under its folder, not an environment)."""
+    prefix = root + os.sep
+    cache: dict[str, bool] = {}
+
+    def is_project(obj: Any) -> bool:
+        module_name = obj.__name__ if isinstance(obj, ModuleType) else getattr(obj, "__module__", None)
+        if not module_name:
+            return False
+        if module_name not in cache:
+            module = sys.modules.get(module_name)
+            path = getattr(module, "__file__", None) or ""
+            cache[module_name] = (
+                path.startswith(prefix)
+                and "site-packages" not in path
+                and f"{os.sep}.venv{os.sep}" not in path[len(prefix) - 1 :]
+            )
+        return cache[module_name]
+
+    return is_project
+
+
+class SourceIndex:
+    """Parses each source file once and finds the AST node of a function or class in it."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, dict[str, list[ast.AST]]] = {}
+
+    def node_of(self, obj: Any) -> ast.AST | None:
+        code = getattr(obj, "__code__", None)
+        if code is not None:
+            path = code.co_filename
+        else:
+            module = sys.modules.get(getattr(obj, "__module__", ""))
+            path = getattr(module, "__file__", None) or ""
+        nodes = self._index(path).get(getattr(obj, "__qualname__", ""), [])
+        if code is None:
+            return nodes[-1] if nodes else None
+        for node in nodes:
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])  # type: ignore[attr-defined]
+            if first == code.co_firstlineno or node.lineno == code.co_firstlineno:  # type: ignore[attr-defined]
+                return node
+        return None
+
+    def _index(self, path: str) -> dict[str, list[ast.AST]]:
+        if path not in self._files:
+            self._files[path] = _index_file(path)
+        return self._files[path]
+
+
+def _index_file(path: str) -> dict[str, list[ast.AST]]:
+    try:
+        tree = ast.parse(Path(path).read_bytes(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    index: dict[str, list[ast.AST]] = {}
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                qualname = prefix + node.name
+                index.setdefault(qualname, []).append(node)
+                inner = qualname + (".<locals>." if not isinstance(node, ast.ClassDef) else ".")
+                visit(node.body, inner)
+            elif isinstance(node, ast.If | ast.Try | ast.With | ast.For | ast.While):
+                for block in ("body", "orelse", "finalbody", "handlers"):
+                    for child in getattr(node, block, []):
+                        visit(getattr(child, "body", [child]) if block == "handlers" else [child], prefix)
+
+    visit(tree.body, "")
+    return index

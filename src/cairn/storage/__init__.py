@@ -1,0 +1,1 @@
+"""Where results live: content-addressed artifact stores and the metadata database."""

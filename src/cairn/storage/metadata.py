@@ -1,0 +1,667 @@
+"""The metadata store: runs, steps, attempts, leases, materializations and logs in one SQL database."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import operator
+import os
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from cairn.core.records import (
+    ABANDONED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    AttemptRecord,
+    InputRef,
+    LogRecord,
+    Materialization,
+    RunRecord,
+    StepRecord,
+)
+from cairn.errors import LeaseLost, StoreError, UsageError
+from cairn.storage.dialect import Cursor, Dialect, dialect_for_url
+from cairn.storage.schema import schema_is_current, upgrade_schema
+
+_CHUNK = 500  # values per IN list
+_RELEASED = 0.0  # expires_at of a released lease; the row stays so that its token keeps growing
+
+_RUN_COLUMNS = (
+    "r.run_id, r.status, r.selection, r.created_at, r.finished_at, r.heartbeat_at, r.args, "
+    "e.environment, r.profile FROM runs r LEFT JOIN environments e ON e.env_hash = r.env_hash"
+)
+# Columns are named as the fields of the records they hold.
+_RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
+_STEP_FIELDS = [f.name for f in dataclasses.fields(StepRecord)]
+_STEP_COLUMNS = ", ".join(_STEP_FIELDS)
+_step_params = operator.attrgetter(*_STEP_FIELDS)
+_ATTEMPT_FIELDS = [f.name for f in dataclasses.fields(AttemptRecord)]
+_ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
+_attempt_params = operator.attrgetter(*_ATTEMPT_FIELDS)
+_MAT_FIELDS = ["id", *(f.name for f in dataclasses.fields(Materialization) if f.name not in ("id", "inputs"))]
+_MAT_COLUMNS = ", ".join(_MAT_FIELDS)
+_MAT_JSON = frozenset({"code_parts", "params", "metadata", "metrics"})
+_MAT_WRITTEN = [name for name in _MAT_FIELDS if name not in ("id", "created_at")]
+
+# Upserts replace every column after the primary key (steps: 3 columns, attempts: 4).
+_UPSERT_STEP = (
+    f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES ({', '.join('?' * len(_STEP_FIELDS))}) "
+    "ON CONFLICT (run_id, asset, partition) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _STEP_FIELDS[3:])
+)
+_UPSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES "
+    f"({', '.join('COALESCE(?, {now})' if name == 'started_at' else '?' for name in _ATTEMPT_FIELDS)}) "
+    "ON CONFLICT (run_id, asset, partition, attempt) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _ATTEMPT_FIELDS[4:])
+)
+_INSERT_MAT = (
+    f"INSERT INTO materializations ({', '.join(_MAT_WRITTEN)}, created_at) "
+    f"VALUES ({', '.join('?' * len(_MAT_WRITTEN))}, {{now}}) RETURNING id"
+)
+
+
+def open_metadata(url: str, project_dir: str | os.PathLike[str]) -> MetadataStore:
+    """Open the metadata database at `url`, applying pending schema migrations.
+
+    Args:
+        url: A database URL in SQLAlchemy's spelling: ``sqlite:///relative/path.db`` (relative to
+            `project_dir`), ``sqlite:////absolute/path.db`` or ``sqlite:///:memory:``.
+        project_dir: The project folder.
+
+    Raises:
+        ConfigError: The URL is malformed or names an unsupported database.
+        StoreError: The database cannot be opened, or its schema is newer than this cairn supports.
+    """
+    store = MetadataStore(dialect_for_url(url, project_dir))
+    try:
+        store._migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+class MetadataStore:
+    """Records of runs and their results, over one DB-API connection; used from one thread.
+
+    Every write is one short transaction that takes the write lock first, so concurrent engines
+    serialize instead of deadlocking. Times that order events between engines (heartbeats, leases,
+    materializations) come from the database's clock.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._connection = dialect.connect()
+        self._cursor: Cursor = self._connection.cursor()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; further calls fail. Closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._cursor.close()
+            self._connection.close()
+
+    def __enter__(self) -> MetadataStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def now(self) -> float:
+        """Epoch seconds on the database's clock."""
+        return float(self._rows("read the database clock", "SELECT {now}")[0][0])
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        """Record a new run; its heartbeat starts at the database's now.
+
+        Args:
+            run: The run. Its environment is stored once per distinct content.
+        """
+        env_hash = None
+        env_json = None
+        if run.environment:
+            env_json = _dumps(run.environment, "the run environment")
+            env_hash = "sha256:" + hashlib.sha256(env_json.encode()).hexdigest()
+        with self._write(f"record run {run.run_id}") as cur:
+            if env_hash is not None:
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO environments (env_hash, environment) VALUES (?, ?) "
+                        "ON CONFLICT (env_hash) DO NOTHING"
+                    ),
+                    (env_hash, env_json),
+                )
+            cur.execute(
+                self._sql(
+                    "INSERT INTO runs (run_id, status, selection, created_at, finished_at, heartbeat_at, "
+                    "args, env_hash, profile) VALUES (?, ?, ?, COALESCE(?, {now}), ?, {now}, ?, ?, ?)"
+                ),
+                (
+                    run.run_id,
+                    run.status,
+                    run.selection,
+                    run.created_at or None,
+                    run.finished_at,
+                    _dumps(run.args, "the run arguments"),
+                    env_hash,
+                    run.profile,
+                ),
+            )
+
+    def heartbeat_run(self, run_id: str) -> None:
+        """Record that the engine of a run is alive, at the database's now."""
+        self._write1(f"heartbeat run {run_id}", "UPDATE runs SET heartbeat_at = {now} WHERE run_id = ?", (run_id,))
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        """Set a run's final status and its finish time (database clock)."""
+        self._write1(
+            f"finish run {run_id}",
+            "UPDATE runs SET status = ?, finished_at = {now} WHERE run_id = ?",
+            (status, run_id),
+        )
+
+    def abandon_stale_runs(self, stale_after_s: float) -> list[str]:
+        """Mark running runs whose engine stopped heartbeating as abandoned.
+
+        Their running or pending steps and running attempts become ``abandoned`` and their leases are
+        released, so that another engine can take the work over at once (fencing keeps a late commit
+        of the old engine out).
+
+        Args:
+            stale_after_s: A run is stale when its last heartbeat is older than this many seconds.
+
+        Returns:
+            The ids of the runs marked abandoned.
+        """
+        with self._write("abandon stale runs") as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT run_id FROM runs WHERE status = ? AND COALESCE(heartbeat_at, created_at) < {now} - ?"
+                ),
+                (RUNNING, stale_after_s),
+            )
+            run_ids = sorted(str(row[0]) for row in cur.fetchall())
+            for run_id in run_ids:
+                self._abandon(cur, run_id, "the run's engine stopped heartbeating")
+        return run_ids
+
+    def abandon_run(self, run_id: str, why: str) -> bool:
+        """Mark one running run abandoned (its engine is known to be dead); False if it was not running."""
+        with self._write(f"abandon run {run_id}") as cur:
+            return self._abandon(cur, run_id, why)
+
+    def _abandon(self, cur: Cursor, run_id: str, why: str) -> bool:
+        cur.execute(
+            self._sql("UPDATE runs SET status = ?, finished_at = {now} WHERE run_id = ? AND status = ?"),
+            (ABANDONED, run_id, RUNNING),
+        )
+        if cur.rowcount != 1:
+            return False
+        cur.execute(
+            self._sql("UPDATE steps SET status = ? WHERE run_id = ? AND status IN (?, ?)"),
+            (ABANDONED, run_id, RUNNING, PENDING),
+        )
+        cur.execute(
+            self._sql(
+                "UPDATE attempts SET status = ?, finished_at = {now}, error = COALESCE(error, ?) "
+                "WHERE run_id = ? AND status = ?"
+            ),
+            (ABANDONED, why, run_id, RUNNING),
+        )
+        cur.execute(
+            self._sql("UPDATE leases SET expires_at = ? WHERE run_id = ? AND expires_at > ?"),
+            (_RELEASED, run_id, _RELEASED),
+        )
+        return True
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with exactly this id, or None."""
+        rows = self._rows(f"read run {run_id}", f"SELECT {_RUN_COLUMNS} WHERE r.run_id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    def resolve_run_id(self, text: str) -> str:
+        """Turn what a user typed into a run id: a full id, a unique prefix, or ``latest``/``last``.
+
+        Raises:
+            UsageError: No run matches, or the prefix matches several runs.
+        """
+        text = text.strip()
+        if not text:
+            raise UsageError("a run id is required; `cairn runs` lists the recorded runs")
+        if text.lower() in ("latest", "last"):
+            rows = self._rows("find the latest run", "SELECT run_id FROM runs ORDER BY id DESC LIMIT 1")
+            if not rows:
+                raise UsageError("no runs are recorded yet; start one with `cairn run`")
+            return str(rows[0][0])
+        if self._rows(f"find run {text}", "SELECT run_id FROM runs WHERE run_id = ?", (text,)):
+            return text
+        rows = self._rows(
+            f"find run {text}",
+            "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY id DESC LIMIT 6",
+            (len(text), text),
+        )
+        if not rows:
+            raise UsageError(f"no run id starts with {text!r}; `cairn runs` lists the recorded runs")
+        if len(rows) > 1:
+            shown = ", ".join(str(row[0]) for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise UsageError(f"run id prefix {text!r} is ambiguous: it matches {shown}; type more characters of the id")
+        return str(rows[0][0])
+
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        """The most recently created runs, newest first."""
+        rows = self._rows("list runs", f"SELECT {_RUN_COLUMNS} ORDER BY r.id DESC LIMIT ?", (limit,))
+        return [_run(row) for row in rows]
+
+    # -- steps and attempts ------------------------------------------------------------------------
+
+    def upsert_steps(self, steps: Sequence[StepRecord]) -> None:
+        """Insert or replace steps by (run_id, asset, partition), all in one transaction."""
+        if not steps:
+            return
+        with self._write(f"record {len(steps)} steps") as cur:
+            cur.executemany(self._sql(_UPSERT_STEP), [_step_params(step) for step in steps])
+
+    def run_steps(self, run_id: str) -> list[StepRecord]:
+        """The steps of a run, ordered by asset and partition."""
+        rows = self._rows(
+            f"read the steps of run {run_id}",
+            f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY asset, partition",
+            (run_id,),
+        )
+        return [StepRecord(*row) for row in rows]
+
+    def start_attempt(self, attempt: AttemptRecord) -> None:
+        """Record an attempt (or replace the record of the same attempt number).
+
+        A `started_at` of 0 means now on the database's clock.
+        """
+        params = list(_attempt_params(attempt))
+        params[_ATTEMPT_FIELDS.index("started_at")] = attempt.started_at or None
+        self._write1(f"record attempt {attempt.attempt} of {_step_name(attempt)}", _UPSERT_ATTEMPT, params)
+
+    def finish_attempt(
+        self, run_id: str, asset: str, partition: str, attempt: int, status: str, error: str | None = None
+    ) -> None:
+        """Set an attempt's outcome and finish time (database clock)."""
+        self._write1(
+            f"finish attempt {attempt} of {asset}@{partition}",
+            "UPDATE attempts SET status = ?, finished_at = {now}, error = ? "
+            "WHERE run_id = ? AND asset = ? AND partition = ? AND attempt = ?",
+            (status, error, run_id, asset, partition, attempt),
+        )
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        """The attempts of a run, ordered by asset, partition and attempt number."""
+        rows = self._rows(
+            f"read the attempts of run {run_id}",
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY asset, partition, attempt",
+            (run_id,),
+        )
+        return [AttemptRecord(*row) for row in rows]
+
+    # -- leases ------------------------------------------------------------------------------------
+
+    def acquire_lease(self, cache_key: str, run_id: str, owner: str, ttl_s: float) -> int | None:
+        """Take the lease on a cache key if it is free, expired, or already held by the same run.
+
+        Args:
+            cache_key: What is being computed.
+            run_id: The run that computes it.
+            owner: Who holds the lease, for humans (host, process, attempt).
+            ttl_s: Seconds until the lease expires unless renewed.
+
+        Returns:
+            The new fencing token (one more than the key's previous token), or None when another run
+            holds an unexpired lease.
+        """
+        with self._write(f"acquire the lease on {cache_key}") as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO leases (cache_key, token, run_id, owner, expires_at) "
+                    "VALUES (?, 1, ?, ?, {now} + ?) "
+                    "ON CONFLICT (cache_key) DO UPDATE SET token = leases.token + 1, "
+                    "run_id = excluded.run_id, owner = excluded.owner, expires_at = excluded.expires_at "
+                    "WHERE leases.expires_at < {now} OR leases.run_id = excluded.run_id RETURNING token"
+                ),
+                (cache_key, run_id, owner, ttl_s),
+            )
+            row = cur.fetchone()
+        return None if row is None else int(row[0])
+
+    def renew_leases(self, leases: Sequence[tuple[str, int]], ttl_s: float) -> list[str]:
+        """Extend leases that are still held, by `ttl_s` from the database's now.
+
+        Args:
+            leases: ``(cache_key, token)`` pairs.
+            ttl_s: Seconds until each lease expires unless renewed again.
+
+        Returns:
+            The cache keys whose lease was lost: taken over by a newer token, or released.
+        """
+        lost: list[str] = []
+        if not leases:
+            return lost
+        with self._write(f"renew {len(leases)} leases") as cur:
+            renew = self._sql(
+                "UPDATE leases SET expires_at = {now} + ? WHERE cache_key = ? AND token = ? AND expires_at > ?"
+            )
+            for cache_key, token in leases:
+                cur.execute(renew, (ttl_s, cache_key, token, _RELEASED))
+                if cur.rowcount != 1:
+                    lost.append(cache_key)
+        return lost
+
+    def release_lease(self, cache_key: str, token: int) -> None:
+        """Give a lease up, if `token` is still the current one; otherwise do nothing."""
+        self._write1(
+            f"release the lease on {cache_key}",
+            "UPDATE leases SET expires_at = ? WHERE cache_key = ? AND token = ?",
+            (_RELEASED, cache_key, token),
+        )
+
+    def lease_holder(self, cache_key: str) -> tuple[str, float] | None:
+        """``(run_id, expires_at)`` of the unexpired lease on a cache key, or None."""
+        rows = self._rows(
+            f"read the lease on {cache_key}",
+            "SELECT run_id, expires_at FROM leases WHERE cache_key = ? AND expires_at >= {now}",
+            (cache_key,),
+        )
+        return (str(rows[0][0]), float(rows[0][1])) if rows else None
+
+    def lease_owner(self, cache_key: str) -> tuple[str, str] | None:
+        """``(run_id, owner)`` of the unexpired lease on a cache key, or None."""
+        rows = self._rows(
+            f"read the lease on {cache_key}",
+            "SELECT run_id, owner FROM leases WHERE cache_key = ? AND expires_at >= {now}",
+            (cache_key,),
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    # -- materializations --------------------------------------------------------------------------
+
+    def commit_materialization(self, mat: Materialization, step: StepRecord, lease: tuple[str, int] | None) -> int:
+        """Record a result: the moment it exists.
+
+        In one transaction: check that the lease is still held, insert the materialization (created
+        now, on the database's clock) with its inputs, upsert the step, mark the attempt succeeded and
+        release the lease.
+
+        Args:
+            mat: The materialization; its `id` and `created_at` are ignored.
+            step: The step's record after this result.
+            lease: The ``(cache_key, token)`` the attempt holds, or None when it holds no lease.
+
+        Returns:
+            The id of the new materialization.
+
+        Raises:
+            LeaseLost: Another run took the lease over; nothing was written.
+        """
+        params = _mat_params(mat)  # before the transaction: a value that is not JSON fails here
+        with self._write(f"commit the materialization of {mat.asset}@{mat.partition}") as cur:
+            if lease is not None:
+                cur.execute(
+                    self._sql("UPDATE leases SET expires_at = ? WHERE cache_key = ? AND token = ? AND expires_at > ?"),
+                    (_RELEASED, lease[0], lease[1], _RELEASED),
+                )
+                if cur.rowcount != 1:
+                    raise LeaseLost(
+                        f"the lease on cache key {lease[0]} (token {lease[1]}) is no longer held by run "
+                        f"{mat.run_id}, so attempt {mat.attempt} of {mat.asset}@{mat.partition} was not "
+                        "committed; another run computes this result, and a rerun reuses it"
+                    )
+            cur.execute(self._sql(_INSERT_MAT), params)
+            mat_id = int(cur.fetchone()[0])
+            if mat.inputs:
+                cur.executemany(
+                    self._sql(
+                        "INSERT INTO materialization_inputs "
+                        "(mat_id, position, asset, partition, data_version) VALUES (?, ?, ?, ?, ?)"
+                    ),
+                    [(mat_id, i, ref.asset, ref.partition, ref.data_version) for i, ref in enumerate(mat.inputs)],
+                )
+            cur.execute(self._sql(_UPSERT_STEP), _step_params(step))
+            cur.execute(
+                self._sql(
+                    "UPDATE attempts SET status = ?, finished_at = {now}, error = NULL "
+                    "WHERE run_id = ? AND asset = ? AND partition = ? AND attempt = ?"
+                ),
+                (SUCCEEDED, mat.run_id, mat.asset, mat.partition, mat.attempt),
+            )
+        return mat_id
+
+    def find_by_cache_key(self, cache_key: str) -> Materialization | None:
+        """The newest materialization with this cache key, or None."""
+        rows = self._rows(
+            f"find cache key {cache_key}",
+            f"SELECT {_MAT_COLUMNS} FROM materializations WHERE cache_key = ? ORDER BY id DESC LIMIT 1",
+            (cache_key,),
+        )
+        mats = self._with_inputs(rows)
+        return mats[0] if mats else None
+
+    def find_by_cache_keys(self, keys: Sequence[str]) -> dict[str, Materialization]:
+        """The newest materialization of each cache key that has one."""
+        rows: list[Any] = []
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            rows += self._rows(
+                f"find {len(chunk)} cache keys",
+                f"SELECT {_MAT_COLUMNS} FROM materializations WHERE id IN (SELECT MAX(id) FROM "
+                f"materializations WHERE cache_key IN ({_marks(len(chunk))}) GROUP BY cache_key)",
+                chunk,
+            )
+        return {mat.cache_key: mat for mat in self._with_inputs(rows)}
+
+    def latest_materialization(self, asset: str, partition: str = "") -> Materialization | None:
+        """The newest materialization of one asset partition, or None."""
+        rows = self._rows(
+            f"find the latest materialization of {asset}@{partition}",
+            f"SELECT {_MAT_COLUMNS} FROM materializations WHERE asset = ? AND partition = ? ORDER BY id DESC LIMIT 1",
+            (asset, partition),
+        )
+        mats = self._with_inputs(rows)
+        return mats[0] if mats else None
+
+    def latest_materializations(self) -> dict[tuple[str, str], Materialization]:
+        """The newest materialization of every asset partition, keyed by ``(asset, partition)``."""
+        rows = self._rows(
+            "read the latest materializations",
+            f"SELECT {_MAT_COLUMNS} FROM materializations WHERE id IN "
+            "(SELECT MAX(id) FROM materializations GROUP BY asset, partition)",
+        )
+        return {(mat.asset, mat.partition): mat for mat in self._with_inputs(rows)}
+
+    def materializations(self, asset: str, partition: str | None = None, limit: int = 100) -> list[Materialization]:
+        """The materializations of an asset (of one partition, if given), newest first."""
+        where, params = "asset = ?", [asset]
+        if partition is not None:
+            where, params = where + " AND partition = ?", [asset, partition]
+        rows = self._rows(
+            f"list the materializations of {asset}",
+            f"SELECT {_MAT_COLUMNS} FROM materializations WHERE {where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return self._with_inputs(rows)
+
+    def mean_durations(self) -> dict[str, float]:
+        """Per asset, the mean duration in seconds of its last five materializations."""
+        rows = self._rows(
+            "read step durations",
+            # One index seek per asset, instead of numbering every row with a window function.
+            "SELECT a.asset, (SELECT AVG(r.duration_s) FROM (SELECT m.duration_s FROM materializations m "
+            "WHERE m.asset = a.asset ORDER BY m.id DESC LIMIT 5) r) "
+            "FROM (SELECT DISTINCT asset FROM materializations) a",
+        )
+        return {str(asset): float(mean) for asset, mean in rows}
+
+    def failed_cache_keys(self, limit: int = 10000) -> set[str]:
+        """Cache keys of recently failed steps that have no materialization since."""
+        rows = self._rows(
+            "read failed steps",
+            "SELECT s.cache_key FROM steps s WHERE s.status = ? AND s.cache_key IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM materializations m WHERE m.cache_key = s.cache_key) LIMIT ?",
+            ("failed", limit),
+        )
+        return {str(row[0]) for row in rows}
+
+    def referenced_digests(self) -> set[str]:
+        """Every data version that a materialization refers to (objects `gc` must keep)."""
+        rows = self._rows("read referenced digests", "SELECT DISTINCT data_version FROM materializations")
+        return {str(row[0]) for row in rows}
+
+    # -- logs --------------------------------------------------------------------------------------
+
+    def add_logs(self, records: Sequence[LogRecord]) -> None:
+        """Append captured log lines, in one transaction."""
+        if not records:
+            return
+        with self._write(f"record {len(records)} log lines") as cur:
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO logs (run_id, asset, partition, attempt, created_at, level, message) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+                ),
+                [(r.run_id, r.asset, r.partition, r.attempt, r.created_at, r.level, r.message) for r in records],
+            )
+
+    def logs(self, run_id: str, asset: str | None = None, partition: str | None = None) -> list[LogRecord]:
+        """The log lines of a run (of one asset, and one partition, if given) in the order written."""
+        where, params = "run_id = ?", [run_id]
+        if asset is not None:
+            where, params = where + " AND asset = ?", [*params, asset]
+        if partition is not None:
+            where, params = where + " AND partition = ?", [*params, partition]
+        rows = self._rows(
+            f"read the logs of run {run_id}",
+            f"SELECT run_id, asset, partition, attempt, created_at, level, message FROM logs WHERE {where} ORDER BY id",
+            params,
+        )
+        return [LogRecord(*row) for row in rows]
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _sql(self, query: str) -> str:
+        return self._dialect.sql(query)
+
+    def _rows(self, what: str, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one read statement outside a transaction and fetch all its rows."""
+        try:
+            self._cursor.execute(self._dialect.sql(query), params)
+            return self._cursor.fetchall()
+        except self._dialect.error as exc:
+            raise self._failure(what, exc) from exc
+
+    def _write1(self, what: str, query: str, params: Sequence[Any]) -> None:
+        """Run one write statement in its own write transaction."""
+        with self._write(what) as cur:
+            cur.execute(self._dialect.sql(query), params)
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[Cursor]:
+        """A transaction that holds the write lock from its start; committed unless the body raises."""
+        cur = self._cursor
+        try:
+            cur.execute(self._dialect.begin_write)
+        except self._dialect.error as exc:
+            raise self._failure(what, exc) from exc
+        try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            # If the transaction is already gone, the original error is what matters.
+            with contextlib.suppress(self._dialect.error):
+                cur.execute("ROLLBACK")
+            if isinstance(exc, self._dialect.error):
+                raise self._failure(what, exc) from exc
+            raise
+
+    def _failure(self, what: str, exc: Exception) -> StoreError:
+        hint = "check that the database is reachable and writable"
+        if self._closed:
+            hint = "the store was closed; open it again with open_metadata()"
+        if "locked" in str(exc) or "busy" in str(exc):
+            hint = "another process held the database's write lock for over 30 s; retry when it is done"
+        return StoreError(f"cannot {what} in the metadata database {self._dialect.url}: {exc}; {hint}")
+
+    def _with_inputs(self, rows: list[Any]) -> list[Materialization]:
+        """Build materializations from rows, loading all their inputs in one query per 500 rows."""
+        inputs: dict[int, list[InputRef]] = {}
+        for chunk in _chunks([row[0] for row in rows]):
+            for mat_id, asset, partition, data_version in self._rows(
+                "read materialization inputs",
+                "SELECT mat_id, asset, partition, data_version FROM materialization_inputs "
+                f"WHERE mat_id IN ({_marks(len(chunk))}) ORDER BY mat_id, position",
+                chunk,
+            ):
+                inputs.setdefault(mat_id, []).append(InputRef(asset, partition, data_version))
+        return [_materialization(row, tuple(inputs.get(row[0], ()))) for row in rows]
+
+    def _migrate(self) -> None:
+        """Bring the schema to the newest version; an up-to-date database takes no write lock."""
+        if not schema_is_current(self._cursor, self._dialect):
+            with self._write("upgrade the schema") as cur:
+                upgrade_schema(cur, self._dialect)
+
+
+def _dumps(value: dict[str, Any], what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"cannot record {what}: {exc}; use JSON-compatible values (str, numbers, lists, dicts)"
+        ) from exc
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _chunks(values: list[Any]) -> list[list[Any]]:
+    return [values[start : start + _CHUNK] for start in range(0, len(values), _CHUNK)]
+
+
+def _step_name(record: AttemptRecord | StepRecord) -> str:
+    return f"{record.asset}@{record.partition}" if record.partition else record.asset
+
+
+def _mat_params(mat: Materialization) -> list[Any]:
+    step = f"{mat.asset}@{mat.partition}"
+    return [
+        _dumps(getattr(mat, name), f"the {name} of {step}") if name in _MAT_JSON else getattr(mat, name)
+        for name in _MAT_WRITTEN
+    ]
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    values = dict(zip(_RUN_FIELDS, row, strict=True))
+    values["args"] = json.loads(values["args"])
+    values["environment"] = json.loads(values["environment"] or "{}")
+    return RunRecord(**values)
+
+
+def _materialization(row: Sequence[Any], inputs: tuple[InputRef, ...]) -> Materialization:
+    values = dict(zip(_MAT_FIELDS, row, strict=True))
+    for name in _MAT_JSON:
+        values[name] = _loads(values[name])
+    return Materialization(inputs=inputs, **values)
+
+
+_decode = json.JSONDecoder().raw_decode
+
+
+def _loads(text: str) -> Any:
+    """Decode JSON that `_dumps` wrote (no surrounding whitespace); lookups decode thousands of these."""
+    return {} if text == "{}" else _decode(text)[0]

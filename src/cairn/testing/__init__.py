@@ -1,0 +1,1 @@
+"""Contract test suites that every implementation of a cairn port must pass."""

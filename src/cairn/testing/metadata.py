@@ -1,0 +1,533 @@
+"""The contract every metadata store backend must keep: a pytest suite that backends join by subclassing."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import ClassVar
+
+import pytest
+
+from cairn.core.records import (
+    ABANDONED,
+    EXECUTED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    AttemptRecord,
+    InputRef,
+    LogRecord,
+    Materialization,
+    RunRecord,
+    StepRecord,
+)
+from cairn.errors import LeaseLost, StoreError, UsageError
+from cairn.storage.metadata import MetadataStore, open_metadata
+from cairn.storage.schema import supported_schema_version
+
+OpenStore = Callable[[], MetadataStore]
+
+
+class StoreOpener:
+    """Opens stores on one database URL and closes every one of them at the end of a test."""
+
+    def __init__(self, url: str, project_dir: str | os.PathLike[str]) -> None:
+        self.url = url
+        self.project_dir = project_dir
+        self._opened: list[MetadataStore] = []
+
+    def __call__(self) -> MetadataStore:
+        store = open_metadata(self.url, self.project_dir)
+        self._opened.append(store)
+        return store
+
+    def __enter__(self) -> StoreOpener:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for store in self._opened:
+            store.close()
+
+
+def start_run(store: MetadataStore, run_id: str, **changes: object) -> RunRecord:
+    """Record a running run and return what was recorded."""
+    fields: dict[str, object] = {
+        "run_id": run_id,
+        "status": RUNNING,
+        "selection": "*",
+        "created_at": time.time(),
+        "args": {"workers": 2, "force": False},
+        "environment": {"python": "3.11.9", "packages": {"pyarrow": "16.1.0"}},
+        "profile": None,
+    }
+    fields.update(changes)
+    run = RunRecord(**fields)  # type: ignore[arg-type]
+    store.create_run(run)
+    return run
+
+
+def make_mat(cache_key: str, asset: str = "features", partition: str = "", **changes: object) -> Materialization:
+    """A materialization with distinct, JSON-rich values."""
+    fields: dict[str, object] = {
+        "asset": asset,
+        "partition": partition,
+        "cache_key": cache_key,
+        "data_version": "b3:data-" + cache_key,
+        "size": 5_000_000_000,  # over 32 bits
+        "format": "parquet",
+        "pytype": "pyarrow.Table",
+        "run_id": "run-1",
+        "attempt": 1,
+        "code_version": "b3:code",
+        "code_parts": {"features": "b3:f", "_helper": "b3:h"},
+        "params": {"window_days": 7, "cols": ["a", "b"], "nested": {"z": 1, "a": [1.5, None]}},
+        "seed": 42,
+        "inputs": (InputRef("events", "2026-06-02", "b3:e2"), InputRef("events", "2026-06-01", "b3:e1")),
+        "duration_s": 1.25,
+        "metadata": {"rows": 10, "schema": {"user_id": "int64"}},
+        "metrics": {"auc": 0.875},
+    }
+    fields.update(changes)
+    return Materialization(**fields)  # type: ignore[arg-type]
+
+
+def make_step(mat: Materialization, status: str = EXECUTED) -> StepRecord:
+    """The step record that goes with a materialization."""
+    return StepRecord(
+        mat.run_id,
+        mat.asset,
+        mat.partition,
+        status,
+        "never materialized",
+        cache_key=mat.cache_key,
+        data_version=mat.data_version,
+        attempts=mat.attempt,
+        duration_s=mat.duration_s,
+    )
+
+
+def start_attempt(store: MetadataStore, mat: Materialization, token: int | None = None) -> None:
+    """Record the running attempt that will produce `mat`."""
+    store.start_attempt(
+        AttemptRecord(mat.run_id, mat.asset, mat.partition, mat.attempt, RUNNING, time.time(), lease_token=token)
+    )
+
+
+def _same_content(stored: Materialization, expected: Materialization) -> None:
+    for name in Materialization.__dataclass_fields__:
+        if name not in ("id", "created_at"):
+            assert getattr(stored, name) == getattr(expected, name), name
+
+
+class MetadataStoreContract:
+    """Behaviour every `MetadataStore` backend must show.
+
+    A backend's test module subclasses this and provides the ``open_store`` fixture: a callable that
+    opens a store on the test's own, initially empty database (the fixture closes what it opened).
+    Set ``shared_database = False`` when each call opens a separate database (in-memory SQLite); the
+    tests that reopen a database or use two connections are then skipped.
+    """
+
+    shared_database: ClassVar[bool] = True
+    # Generous wall-clock budgets, far above the targets (under 1 ms per commit, a few ms per lookup).
+    commit_budget_s: ClassVar[float] = 0.004
+    lookup_budget_s: ClassVar[float] = 0.1
+
+    @pytest.fixture
+    def store(self, open_store: OpenStore) -> MetadataStore:
+        return open_store()
+
+    def _needs_shared(self) -> None:
+        if not self.shared_database:
+            pytest.skip("each open_store() call opens a separate database")
+
+    # -- schema ------------------------------------------------------------------------------------
+    # The schema tests read and write the schema_version table through the store's private helpers,
+    # which every backend shares.
+
+    def test_migrations_are_applied_and_recorded(self, store: MetadataStore) -> None:
+        rows = store._rows("test", "SELECT version FROM schema_version ORDER BY version")
+        assert [row[0] for row in rows] == list(range(1, supported_schema_version() + 1))
+
+    def test_reopening_keeps_records_and_applies_nothing_twice(self, open_store: OpenStore) -> None:
+        self._needs_shared()
+        with open_store() as first:
+            start_run(first, "run-1")
+        second = open_store()
+        assert second.get_run("run-1") is not None
+        rows = second._rows("test", "SELECT COUNT(*) FROM schema_version")
+        assert rows[0][0] == supported_schema_version()
+
+    def test_a_database_newer_than_this_cairn_is_refused(self, open_store: OpenStore) -> None:
+        self._needs_shared()
+        with open_store() as first:
+            first._write1("test", "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (999, 0.0))
+        with pytest.raises(StoreError, match=r"schema version 999.*up to \d+.*upgrade cairn"):
+            open_store()
+
+    def test_now_is_epoch_seconds_from_the_database(self, store: MetadataStore) -> None:
+        assert abs(store.now() - time.time()) < 5.0
+
+    def test_close_is_idempotent_and_context_manager_closes(self, open_store: OpenStore) -> None:
+        store = open_store()
+        with store:
+            store.now()
+        store.close()
+        with pytest.raises(StoreError):
+            store.now()
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def test_run_lifecycle(self, store: MetadataStore) -> None:
+        run = start_run(store, "run-1", profile="bigger_trees")
+        stored = store.get_run("run-1")
+        assert stored is not None
+        assert (stored.status, stored.selection, stored.args, stored.environment, stored.profile) == (
+            RUNNING,
+            "*",
+            run.args,
+            run.environment,
+            "bigger_trees",
+        )
+        assert stored.created_at == pytest.approx(run.created_at)
+        assert stored.heartbeat_at is not None and stored.finished_at is None
+        time.sleep(0.02)
+        store.heartbeat_run("run-1")
+        beaten = store.get_run("run-1")
+        assert beaten is not None and beaten.heartbeat_at is not None
+        assert beaten.heartbeat_at > stored.heartbeat_at
+        store.finish_run("run-1", SUCCEEDED)
+        finished = store.get_run("run-1")
+        assert finished is not None and finished.status == SUCCEEDED
+        assert finished.finished_at is not None and finished.finished_at >= beaten.heartbeat_at
+        assert store.get_run("nope") is None
+
+    def test_runs_share_an_environment_and_list_newest_first(self, store: MetadataStore) -> None:
+        for i in range(4):
+            start_run(store, f"run-{i}", environment={"python": "3.11"} if i else {})
+        assert [run.run_id for run in store.list_runs()] == ["run-3", "run-2", "run-1", "run-0"]
+        assert [run.run_id for run in store.list_runs(limit=2)] == ["run-3", "run-2"]
+        assert [run.environment for run in store.list_runs()] == [{"python": "3.11"}] * 3 + [{}]
+
+    def test_a_duplicate_run_id_is_refused(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        with pytest.raises(StoreError, match="run-1"):
+            start_run(store, "run-1")
+
+    def test_resolve_run_id(self, store: MetadataStore) -> None:
+        with pytest.raises(UsageError, match="no runs are recorded"):
+            store.resolve_run_id("latest")
+        for run_id in ("20260601-aaa1", "20260601-aab2", "20260602-ccc3"):
+            start_run(store, run_id)
+        assert store.resolve_run_id("20260601-aaa1") == "20260601-aaa1"
+        assert store.resolve_run_id(" 20260602 ") == "20260602-ccc3"
+        assert store.resolve_run_id("20260601-aab") == "20260601-aab2"
+        assert store.resolve_run_id("latest") == store.resolve_run_id("LAST") == "20260602-ccc3"
+        with pytest.raises(UsageError, match=r"ambiguous.*20260601-aab2, 20260601-aaa1"):
+            store.resolve_run_id("20260601-aa")
+        with pytest.raises(UsageError, match="no run id starts with '2027'"):
+            store.resolve_run_id("2027")
+        with pytest.raises(UsageError, match="required"):
+            store.resolve_run_id("  ")
+
+    def test_stale_runs_are_abandoned_with_their_steps_attempts_and_leases(self, store: MetadataStore) -> None:
+        start_run(store, "dead")
+        start_run(store, "alive")
+        start_run(store, "done")
+        store.finish_run("done", SUCCEEDED)
+        store.upsert_steps(
+            [
+                StepRecord("dead", "a", "", RUNNING, "r"),
+                StepRecord("dead", "b", "", PENDING, "r"),
+                StepRecord("dead", "c", "", EXECUTED, "r"),
+            ]
+        )
+        store.start_attempt(AttemptRecord("dead", "a", "", 1, RUNNING, time.time()))
+        assert store.acquire_lease("key-a", "dead", "host:1", ttl_s=600) == 1
+        time.sleep(0.2)
+        store.heartbeat_run("alive")
+        assert store.abandon_stale_runs(stale_after_s=0.1) == ["dead"]
+        assert store.abandon_stale_runs(stale_after_s=0.1) == []
+        statuses = {run.run_id: run.status for run in store.list_runs()}
+        assert statuses == {"dead": ABANDONED, "alive": RUNNING, "done": SUCCEEDED}
+        dead = store.get_run("dead")
+        assert dead is not None and dead.finished_at is not None
+        assert [step.status for step in store.run_steps("dead")] == [ABANDONED, ABANDONED, EXECUTED]
+        [attempt] = store.attempts("dead")
+        assert attempt.status == ABANDONED and attempt.finished_at is not None and attempt.error
+        assert store.lease_holder("key-a") is None
+        assert store.acquire_lease("key-a", "alive", "host:2", ttl_s=600) == 2
+
+    # -- steps and attempts ------------------------------------------------------------------------
+
+    def test_steps_are_upserted_by_run_asset_and_partition(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        store.upsert_steps([])
+        store.upsert_steps(
+            [
+                StepRecord("run-1", "b", "2026-06-01", PENDING, "never materialized"),
+                StepRecord("run-1", "a", "", PENDING, "code changed: a"),
+                StepRecord("run-1", "b", "2026-06-02", PENDING, "input changed: a"),
+            ]
+        )
+        done = StepRecord("run-1", "b", "2026-06-01", FAILED, "never materialized", "k", None, 3, 2.5, "boom")
+        store.upsert_steps([done])
+        steps = store.run_steps("run-1")
+        assert [(s.asset, s.partition, s.status) for s in steps] == [
+            ("a", "", PENDING),
+            ("b", "2026-06-01", FAILED),
+            ("b", "2026-06-02", PENDING),
+        ]
+        assert steps[1] == done
+        assert store.run_steps("other") == []
+
+    def test_attempts_are_recorded_and_finished(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        store.start_attempt(AttemptRecord("run-1", "a", "p", 1, RUNNING, 0.0, lease_token=7))
+        store.start_attempt(AttemptRecord("run-1", "a", "p", 2, RUNNING, time.time()))
+        store.finish_attempt("run-1", "a", "p", 1, FAILED, error="ValueError: bad row")
+        first, second = store.attempts("run-1")
+        assert (first.attempt, first.status, first.error, first.lease_token) == (
+            1,
+            FAILED,
+            "ValueError: bad row",
+            7,
+        )
+        assert first.started_at == pytest.approx(store.now(), abs=5.0)
+        assert first.finished_at is not None and first.finished_at >= first.started_at
+        assert (second.attempt, second.status, second.finished_at) == (2, RUNNING, None)
+
+    # -- leases ------------------------------------------------------------------------------------
+
+    def test_a_lease_is_exclusive_until_released_and_tokens_only_grow(self, store: MetadataStore) -> None:
+        assert store.acquire_lease("k", "run-a", "host:1", ttl_s=600) == 1
+        assert store.acquire_lease("k", "run-b", "host:2", ttl_s=600) is None
+        holder = store.lease_holder("k")
+        assert holder is not None and holder[0] == "run-a" and holder[1] > store.now() + 500
+        assert store.acquire_lease("k", "run-a", "host:1", ttl_s=600) == 2  # a retry of the same run
+        store.release_lease("k", 1)  # stale token: no effect
+        assert store.acquire_lease("k", "run-b", "host:2", ttl_s=600) is None
+        store.release_lease("k", 2)
+        assert store.lease_holder("k") is None
+        assert store.acquire_lease("k", "run-b", "host:2", ttl_s=600) == 3
+        assert store.lease_holder("other") is None
+
+    def test_an_expired_lease_is_taken_over_and_renewal_reports_it_lost(self, store: MetadataStore) -> None:
+        assert store.acquire_lease("k", "run-a", "host:1", ttl_s=0.05) == 1
+        assert store.acquire_lease("j", "run-a", "host:1", ttl_s=600) == 1
+        time.sleep(0.1)
+        assert store.lease_holder("k") is None
+        assert store.acquire_lease("k", "run-b", "host:2", ttl_s=600) == 2
+        assert store.renew_leases([("k", 1), ("j", 1)], ttl_s=600) == ["k"]
+        assert store.renew_leases([("k", 2)], ttl_s=1000) == []
+        holder = store.lease_holder("k")
+        assert holder is not None and holder[0] == "run-b" and holder[1] > store.now() + 900
+        assert store.renew_leases([], ttl_s=600) == []
+
+    def test_an_expired_lease_nobody_took_can_still_be_renewed(self, store: MetadataStore) -> None:
+        assert store.acquire_lease("k", "run-a", "host:1", ttl_s=0.05) == 1
+        time.sleep(0.1)
+        assert store.renew_leases([("k", 1)], ttl_s=600) == []
+        assert store.acquire_lease("k", "run-b", "host:2", ttl_s=600) is None
+
+    def test_a_released_lease_is_lost_for_renewal(self, store: MetadataStore) -> None:
+        assert store.acquire_lease("k", "run-a", "host:1", ttl_s=600) == 1
+        store.release_lease("k", 1)
+        assert store.renew_leases([("k", 1)], ttl_s=600) == ["k"]
+        assert store.lease_holder("k") is None
+
+    # -- commits and fencing -----------------------------------------------------------------------
+
+    def test_commit_records_the_result_step_attempt_and_frees_the_lease(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        mat = make_mat("k1", partition="2026-06-02")
+        token = store.acquire_lease("k1", "run-1", "host:1", ttl_s=600)
+        assert token == 1
+        start_attempt(store, mat, token)
+        before = store.now()
+        mat_id = store.commit_materialization(mat, make_step(mat), ("k1", token))
+        assert mat_id > 0
+        found = store.find_by_cache_key("k1")
+        assert found is not None and found.id == mat_id
+        _same_content(found, mat)
+        assert before - 1.0 <= found.created_at <= store.now() + 1.0
+        assert store.run_steps("run-1") == [make_step(mat)]
+        [attempt] = store.attempts("run-1")
+        assert attempt.status == SUCCEEDED and attempt.finished_at is not None
+        assert store.lease_holder("k1") is None
+        with pytest.raises(LeaseLost):
+            store.commit_materialization(mat, make_step(mat), ("k1", token))
+        assert store.acquire_lease("k1", "run-2", "host:2", ttl_s=600) == 2
+
+    def test_commit_without_a_lease(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        mat = make_mat("k1", inputs=())
+        mat_id = store.commit_materialization(mat, make_step(mat), None)
+        found = store.find_by_cache_key("k1")
+        assert found is not None and found.id == mat_id and found.inputs == ()
+
+    def test_a_commit_with_a_stale_token_is_rejected_and_writes_nothing(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        start_run(store, "run-2")
+        mat = make_mat("k1")
+        assert store.acquire_lease("k1", "run-1", "host:1", ttl_s=0.05) == 1
+        start_attempt(store, mat, 1)
+        time.sleep(0.1)
+        assert store.acquire_lease("k1", "run-2", "host:2", ttl_s=600) == 2
+        with pytest.raises(LeaseLost, match=r"k1 \(token 1\).*not committed"):
+            store.commit_materialization(mat, make_step(mat), ("k1", 1))
+        assert store.find_by_cache_key("k1") is None
+        assert store.run_steps("run-1") == []
+        assert [a.status for a in store.attempts("run-1")] == [RUNNING]
+        holder = store.lease_holder("k1")
+        assert holder is not None and holder[0] == "run-2"
+
+    def test_fencing_holds_after_the_key_was_committed_and_leased_again(self, store: MetadataStore) -> None:
+        for run_id in ("run-1", "run-2", "run-3"):
+            start_run(store, run_id)
+        assert store.acquire_lease("k1", "run-1", "host:1", ttl_s=0.05) == 1
+        time.sleep(0.1)
+        second = make_mat("k1", run_id="run-2")
+        assert store.acquire_lease("k1", "run-2", "host:2", ttl_s=600) == 2
+        store.commit_materialization(second, make_step(second), ("k1", 2))
+        assert store.acquire_lease("k1", "run-3", "host:3", ttl_s=600) == 3
+        late = make_mat("k1", run_id="run-1")
+        with pytest.raises(LeaseLost):
+            store.commit_materialization(late, make_step(late), ("k1", 1))
+        assert [m.run_id for m in store.materializations("features")] == ["run-2"]
+
+    # -- lookups -----------------------------------------------------------------------------------
+
+    def test_lookups_by_cache_key_return_the_newest(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        for key, version in (("k1", "v1"), ("k2", "v2"), ("k1", "v3")):
+            mat = make_mat(key, data_version=version)
+            store.commit_materialization(mat, make_step(mat), None)
+        newest = store.find_by_cache_key("k1")
+        assert newest is not None and newest.data_version == "v3"
+        assert store.find_by_cache_key("nope") is None
+        found = store.find_by_cache_keys(["k1", "k2", "nope", "k1"])
+        assert {key: mat.data_version for key, mat in found.items()} == {"k1": "v3", "k2": "v2"}
+        assert found["k1"].inputs == make_mat("k1").inputs
+        assert store.find_by_cache_keys([]) == {}
+
+    def test_bulk_lookup_splits_long_key_lists(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        keys = [f"k{i:04d}" for i in range(1203)]
+        for i, key in enumerate(keys):
+            mat = make_mat(key, inputs=(InputRef("src", str(i), f"v{i}"),))
+            store.commit_materialization(mat, make_step(mat), None)
+        found = store.find_by_cache_keys([*keys, "missing"])
+        assert sorted(found) == keys
+        assert all(mat.inputs == (InputRef("src", str(i), f"v{i}"),) for i, mat in enumerate(found.values()))
+
+    def test_latest_materializations_per_asset_and_partition(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        for key, asset, partition in (
+            ("k1", "a", ""),
+            ("k2", "a", ""),
+            ("k3", "b", "p1"),
+            ("k4", "b", "p2"),
+            ("k5", "b", "p1"),
+        ):
+            mat = make_mat(key, asset=asset, partition=partition, duration_s=float(key[1]))
+            store.commit_materialization(mat, make_step(mat), None)
+        latest_a = store.latest_materialization("a")
+        assert latest_a is not None and latest_a.cache_key == "k2"
+        latest_b = store.latest_materialization("b", "p1")
+        assert latest_b is not None and latest_b.cache_key == "k5" and latest_b.inputs == make_mat("x").inputs
+        assert store.latest_materialization("b") is None
+        latest = store.latest_materializations()
+        assert {pair: mat.cache_key for pair, mat in latest.items()} == {
+            ("a", ""): "k2",
+            ("b", "p1"): "k5",
+            ("b", "p2"): "k4",
+        }
+        assert latest[("b", "p2")].inputs == make_mat("x").inputs
+        assert [m.cache_key for m in store.materializations("b")] == ["k5", "k4", "k3"]
+        assert [m.cache_key for m in store.materializations("b", "p1")] == ["k5", "k3"]
+        assert [m.cache_key for m in store.materializations("b", limit=1)] == ["k5"]
+        assert store.materializations("nope") == []
+
+    def test_mean_durations_use_the_recent_materializations(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        for i, duration in enumerate([100.0, 1.0, 2.0, 3.0, 4.0, 5.0]):
+            mat = make_mat(f"a{i}", asset="a", duration_s=duration)
+            store.commit_materialization(mat, make_step(mat), None)
+        mat = make_mat("b0", asset="b", duration_s=0.5)
+        store.commit_materialization(mat, make_step(mat), None)
+        assert store.mean_durations() == {"a": pytest.approx(3.0), "b": pytest.approx(0.5)}
+
+    def test_referenced_digests(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        assert store.referenced_digests() == set()
+        for key, version in (("k1", "b3:x"), ("k2", "b3:y"), ("k3", "b3:x")):
+            mat = make_mat(key, data_version=version)
+            store.commit_materialization(mat, make_step(mat), None)
+        assert store.referenced_digests() == {"b3:x", "b3:y"}
+
+    def test_values_that_are_not_json_are_refused(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        mat = make_mat("k1", params={"when": object()})
+        with pytest.raises(StoreError, match="params of features"):
+            store.commit_materialization(mat, make_step(mat), None)
+        assert store.find_by_cache_key("k1") is None
+
+    # -- logs --------------------------------------------------------------------------------------
+
+    def test_logs_are_kept_in_order_and_filtered(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        records = [
+            LogRecord("run-1", "a", "", 1, 10.0, "INFO", "start"),
+            LogRecord("run-1", "b", "p1", 1, 11.0, "WARNING", "late data"),
+            LogRecord("run-1", "b", "p2", 2, 12.0, "ERROR", "boom"),
+            LogRecord("run-1", "a", "", 1, 9.0, "INFO", "done, with\nnewline"),
+        ]
+        store.add_logs(records)
+        store.add_logs([])
+        assert store.logs("run-1") == records
+        assert store.logs("run-1", "a") == [records[0], records[3]]
+        assert store.logs("run-1", "b", "p2") == [records[2]]
+        assert store.logs("run-2") == []
+
+    # -- two connections ---------------------------------------------------------------------------
+
+    def test_two_stores_on_one_database_see_commits_and_contend(self, open_store: OpenStore) -> None:
+        self._needs_shared()
+        first, second = open_store(), open_store()
+        start_run(first, "run-1")
+        start_run(second, "run-2")
+        assert first.acquire_lease("k1", "run-1", "host:1", ttl_s=600) == 1
+        assert second.acquire_lease("k1", "run-2", "host:2", ttl_s=600) is None
+        holder = second.lease_holder("k1")
+        assert holder is not None and holder[0] == "run-1"
+        mat = make_mat("k1", run_id="run-1")
+        mat_id = first.commit_materialization(mat, make_step(mat), ("k1", 1))
+        found = second.find_by_cache_key("k1")
+        assert found is not None and found.id == mat_id
+        assert second.acquire_lease("k1", "run-2", "host:2", ttl_s=600) == 2
+        with pytest.raises(LeaseLost):
+            first.commit_materialization(mat, make_step(mat), ("k1", 1))
+        assert {run.run_id for run in first.list_runs()} == {"run-1", "run-2"}
+
+    # -- speed -------------------------------------------------------------------------------------
+
+    def test_commits_and_bulk_lookups_are_fast(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        mats = [make_mat(f"k{i}", partition=f"p{i}") for i in range(200)]
+        started = time.perf_counter()
+        for mat in mats:
+            token = store.acquire_lease(mat.cache_key, "run-1", "host:1", ttl_s=600)
+            store.commit_materialization(mat, make_step(mat), (mat.cache_key, token or 0))
+        per_commit = (time.perf_counter() - started) / len(mats)
+        started = time.perf_counter()
+        found = store.find_by_cache_keys([mat.cache_key for mat in mats])
+        lookup = time.perf_counter() - started
+        assert len(found) == 200
+        assert per_commit < self.commit_budget_s, f"{per_commit * 1000:.2f} ms per lease + commit"
+        assert lookup < self.lookup_budget_s, f"{lookup * 1000:.1f} ms to look up 200 keys"

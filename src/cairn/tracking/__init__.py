@@ -1,0 +1,1 @@
+"""What is tracked about runs: their environment, metrics and metadata."""

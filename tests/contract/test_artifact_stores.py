@@ -1,0 +1,143 @@
+"""The ArtifactStore contract suite run over every artifact store, plus what is specific to each."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cairn.errors import ConfigError
+from cairn.storage.artifacts import FsspecArtifactStore, LocalArtifactStore, open_artifacts
+from cairn.storage.base import ArtifactStore
+from cairn.storage.memory import MemoryArtifactStore
+from cairn.testing.artifacts import ArtifactStoreContract
+
+
+class TestLocalArtifactStore(ArtifactStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> ArtifactStore:
+        return LocalArtifactStore(tmp_path / "artifacts")
+
+    def replace_bytes(self, store: ArtifactStore, digest: str, data: bytes) -> None:
+        assert isinstance(store, LocalArtifactStore)
+        Path(store.object_path(digest)).write_bytes(data)
+
+
+class TestMemoryArtifactStore(ArtifactStoreContract):
+    @pytest.fixture
+    def store(self) -> ArtifactStore:
+        return MemoryArtifactStore()
+
+    def replace_bytes(self, store: ArtifactStore, digest: str, data: bytes) -> None:
+        assert isinstance(store, MemoryArtifactStore)
+        store.objects[digest] = data
+
+
+class TestFsspecArtifactStore(ArtifactStoreContract):
+    """Runs over fsspec's in-memory filesystem, as a stand-in for object stores (s3://, gs://)."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[ArtifactStore]:
+        url = f"memory://cairn-test-{uuid.uuid4().hex}/prefix"
+        store = open_artifacts(url, tmp_path)
+        assert isinstance(store, FsspecArtifactStore)
+        yield store
+        if store.fs.exists(url):
+            store.fs.rm(url, recursive=True)
+
+    def replace_bytes(self, store: ArtifactStore, digest: str, data: bytes) -> None:
+        assert isinstance(store, FsspecArtifactStore)
+        store.fs.pipe_file(store.object_key(digest), data)
+
+
+def test_local_objects_live_at_objects_ab_cdef(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    digest, _ = store.put_bytes(b"layout")
+    hex_digest = digest.removeprefix("b3:")
+    assert (tmp_path / "objects" / hex_digest[:2] / hex_digest[2:]).read_bytes() == b"layout"
+    assert store.local_path(digest) == str(tmp_path / "objects" / hex_digest[:2] / hex_digest[2:])
+
+
+def test_local_writer_publishes_nothing_at_a_final_name_before_commit(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    writer = store.writer()
+    writer.write(b"in flight")
+    assert list(store.digests()) == []
+    assert len(os.listdir(store.tmp_dir)) == 1
+    writer.commit()
+    assert os.listdir(store.tmp_dir) == []
+    assert len(list(store.digests())) == 1
+
+
+def test_local_abort_and_idempotent_commit_leave_no_temporary_files(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    aborted = store.writer()
+    aborted.write(b"dropped")
+    aborted.abort()
+    store.put_bytes(b"twice")
+    store.put_bytes(b"twice")
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_local_writer_as_context_manager_aborts_when_the_block_fails(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    with pytest.raises(RuntimeError, match="serializer broke"), store.writer() as writer:
+        writer.write(b"half an object")
+        raise RuntimeError("serializer broke")
+    assert list(store.digests()) == []
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_local_store_replaces_a_truncated_object_on_rewrite(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    digest, size = store.put_bytes(b"0123456789")
+    Path(store.object_path(digest)).write_bytes(b"012")
+    store.put_bytes(b"0123456789")
+    assert store.read_bytes(digest, size) == b"0123456789"
+
+
+def test_open_artifacts_resolves_a_relative_path_against_the_project(tmp_path: Path) -> None:
+    store = open_artifacts(".cairn/artifacts", tmp_path)
+    assert isinstance(store, LocalArtifactStore)
+    assert store.root == str(tmp_path / ".cairn" / "artifacts")
+    assert store.url == (tmp_path / ".cairn" / "artifacts").as_uri()
+
+
+def test_open_artifacts_opens_file_urls_locally(tmp_path: Path) -> None:
+    store = open_artifacts((tmp_path / "a b").as_uri(), "/elsewhere")
+    assert isinstance(store, LocalArtifactStore)
+    assert store.root == str(tmp_path / "a b")
+
+
+def test_open_artifacts_shares_one_memory_store_for_bare_memory_url(tmp_path: Path) -> None:
+    first, second = open_artifacts("memory://", tmp_path), open_artifacts("memory://", tmp_path)
+    assert isinstance(first, MemoryArtifactStore)
+    assert first is second
+
+
+def test_open_artifacts_sends_other_urls_to_fsspec(tmp_path: Path) -> None:
+    assert isinstance(open_artifacts("memory://bucket/prefix", tmp_path), FsspecArtifactStore)
+
+
+def test_open_artifacts_refuses_unknown_schemes_and_empty_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'nosuch://bucket/x' cannot be opened.*s3://"):
+        open_artifacts("nosuch://bucket/x", tmp_path)
+    with pytest.raises(ConfigError, match=r"storage\.artifacts is empty"):
+        open_artifacts("  ", tmp_path)
+
+
+def test_fsspec_writer_spills_large_objects_to_disk_and_uploads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cairn.storage.artifacts.SPOOL_MAX_BYTES", 1024)
+    url = f"memory://cairn-test-{uuid.uuid4().hex}/spill"
+    store = FsspecArtifactStore(url)
+    data = os.urandom(200_000)
+    try:
+        digest, size = store.put_bytes(data)
+        assert store.read_bytes(digest, size) == data
+    finally:
+        store.fs.rm(url, recursive=True)

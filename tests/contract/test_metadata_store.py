@@ -1,0 +1,93 @@
+"""The metadata store contract, run over every backend, plus the database URLs `open_metadata` accepts."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cairn.errors import ConfigError, StoreError
+from cairn.storage import schema
+from cairn.storage.metadata import open_metadata
+from cairn.testing.metadata import MetadataStoreContract, StoreOpener, start_run
+
+
+class TestSQLiteInMemory(MetadataStoreContract):
+    shared_database = False
+
+    @pytest.fixture
+    def open_store(self, tmp_path: Path) -> Iterator[StoreOpener]:
+        with StoreOpener("sqlite:///:memory:", tmp_path) as opener:
+            yield opener
+
+
+class TestSQLiteFile(MetadataStoreContract):
+    @pytest.fixture
+    def open_store(self, tmp_path: Path) -> Iterator[StoreOpener]:
+        with StoreOpener("sqlite:///.cairn/cairn.db", tmp_path) as opener:
+            yield opener
+
+
+def test_a_relative_sqlite_path_is_under_the_project_and_its_folder_is_created(tmp_path: Path) -> None:
+    with open_metadata("sqlite:///state/deep/meta.db", tmp_path) as store:
+        store.now()
+    assert (tmp_path / "state" / "deep" / "meta.db").is_file()
+
+
+def test_an_absolute_sqlite_path_uses_wal_journal(tmp_path: Path) -> None:
+    path = tmp_path / "abs" / "meta.db"
+    with open_metadata(f"sqlite:///{path}", "/nonexistent-project"):
+        pass
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg://user@host/db", "postgresql://user@host/db", "postgres://host/db"]
+)
+def test_postgresql_urls_name_the_missing_support(url: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"PostgreSQL.*cairn\[postgres\]"):
+        open_metadata(url, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://host/db", "cairn.db", "sqlite:///", "sqlite://host/x.db", "sqlite:///x.db?mode=ro"]
+)
+def test_other_urls_are_refused_naming_the_accepted_forms(url: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"sqlite:///relative/path\.db.*sqlite:////absolute/path\.db"):
+        open_metadata(url, tmp_path)
+
+
+def _with_extra_migration(monkeypatch: pytest.MonkeyPatch, folder: Path, sql: str) -> None:
+    """Make cairn see one more migration file, ``0002_extra.sql``, after its packaged ones."""
+    extra = folder / "0002_extra.sql"
+    extra.write_text(sql, encoding="utf-8")
+    packaged = schema._migrations()
+    monkeypatch.setattr(schema, "_migrations", lambda: [*packaged, (2, extra)])
+
+
+def test_an_older_database_is_upgraded_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open_metadata("sqlite:///meta.db", tmp_path) as store:
+        start_run(store, "run-1")
+    _with_extra_migration(monkeypatch, tmp_path, "CREATE TABLE extra (x INTEGER);\nINSERT INTO extra VALUES (7)")
+    with open_metadata("sqlite:///meta.db", tmp_path) as store:
+        assert store.get_run("run-1") is not None
+        assert store._rows("test", "SELECT MAX(version) FROM schema_version")[0][0] == 2
+        assert store._rows("test", "SELECT x FROM extra") == [(7,)]
+
+
+def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    open_metadata("sqlite:///meta.db", tmp_path).close()
+    _with_extra_migration(monkeypatch, tmp_path, "CREATE TABLE extra (x INTEGER);\nINSERT INTO nowhere VALUES (1)")
+    with pytest.raises(StoreError, match=r"upgrade the schema.*nowhere"):
+        open_metadata("sqlite:///meta.db", tmp_path)
+    monkeypatch.undo()
+    with open_metadata("sqlite:///meta.db", tmp_path) as store:
+        assert store._rows("test", "SELECT MAX(version) FROM schema_version")[0][0] == 1
+        tables = store._rows("test", "SELECT name FROM sqlite_master WHERE name = 'extra'")
+        assert tables == []
