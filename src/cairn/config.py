@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from cairn.errors import ConfigError, DefinitionError, did_you_mean
 CONFIG_FILE = "cairn.toml"
 EXECUTOR_KINDS = ("inline", "thread", "process", "dask", "ray")
 
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_TYPE_NAMES = {str: "a string", int: "an integer"}
 _SECTIONS = ("project", "storage", "executor", "defaults", "profiles", "pools", "circuit_breakers", "engine")
 _KEYS: dict[str, tuple[str, ...]] = {
     "project": ("name", "modules", "seed"),
@@ -96,7 +99,7 @@ def parse_settings(data: Mapping[str, Any], root: Path) -> Settings:
     modules = project.get("modules", ["pipeline"])
     if isinstance(modules, str):
         modules = [modules]
-    if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+    if not isinstance(modules, list) or not all(isinstance(m, str) and _MODULE_RE.match(m) for m in modules):
         raise ConfigError(f'{CONFIG_FILE}: [project] modules must be a list of module names, e.g. ["pipeline"]')
     kind = executor.get("kind", "process")
     if kind not in EXECUTOR_KINDS:
@@ -142,7 +145,7 @@ def _table(data: Mapping[str, Any], section: str) -> Mapping[str, Any]:
 
 def _typed(value: Any, kind: type, where: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{CONFIG_FILE}: {where} must be a {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{CONFIG_FILE}: {where} must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
     return value
 
 

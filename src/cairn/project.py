@@ -108,9 +108,12 @@ def installed_versions(dists: tuple[str, ...]) -> dict[str, str]:
 
 def _import(settings: Settings, name: str) -> ModuleType:
     root = str(settings.root)
-    if root not in sys.path:
+    if not sys.path or sys.path[0] != root:
+        if root in sys.path:
+            sys.path.remove(root)
         sys.path.insert(0, root)
     _forget_changed_modules(root)
+    _forget_other_projects(root, name)
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -139,6 +142,18 @@ def _forget_changed_modules(root: str) -> None:
         path = getattr(module, "__file__", None) or ""
         if path.startswith(root + os.sep):
             del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def _forget_other_projects(root: str, name: str) -> None:
+    """Drop a same-named module that was imported from another project folder (tests, notebooks)."""
+    top = name.split(".")[0]
+    loaded = sys.modules.get(top)
+    path = getattr(loaded, "__file__", None) or ""
+    if loaded is None or path.startswith(root + os.sep):
+        return
+    for module_name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+        del sys.modules[module_name]
     importlib.invalidate_caches()
 
 

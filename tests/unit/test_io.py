@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from cairn.core.records import StoredValue
 from cairn.errors import CorruptObject, SerializationError
-from cairn.io import IO_NAMES, Files, dump, load
+from cairn.io import Files, dump, load
+from cairn.io.serializers import IO_NAMES
 from cairn.storage.artifacts import LocalArtifactStore
 from cairn.storage.memory import MemoryArtifactStore
 

@@ -64,8 +64,9 @@ class Fingerprinter:
         name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
         node = self._node_of(obj)
         if node is not None:
-            digest = hash_struct(["ast", _normalized_dump(node)])
-            names = _referenced_names(node)
+            stripped = _strip(node)
+            digest = hash_struct(["ast", ast.dump(stripped, annotate_fields=False, include_attributes=False)])
+            names = _referenced_names(stripped)
         else:
             code = getattr(obj, "__code__", None)
             digest = hash_struct(["bytecode", _code_struct(code)]) if code else hash_struct(["opaque", name])
@@ -117,13 +118,8 @@ def _namespace_of(obj: Any) -> dict[str, Any]:
     return namespace
 
 
-def _normalized_dump(node: ast.AST) -> str:
-    """Dump a def or class without decorators, docstrings, positions or comments."""
-    node = _strip(node)
-    return ast.dump(node, annotate_fields=False, include_attributes=False)
-
-
 def _strip(node: ast.AST) -> ast.AST:
+    """A copy of a def or class without its decorators and docstrings (positions and comments never count)."""
     clone = copy.deepcopy(node)
     for sub in ast.walk(clone):
         if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -141,16 +137,36 @@ def _strip(node: ast.AST) -> ast.AST:
 
 
 def _referenced_names(node: ast.AST) -> list[str]:
-    """Global names (and dotted attribute chains on them) that the code reads, in first-seen order."""
+    """Global names (and dotted attribute chains on them) that the code reads, in first-seen order.
+
+    Names bound inside the code (parameters, assignments, loop variables, imports, nested defs) are
+    local and never resolve to module globals, even when a global of the same name exists.
+    """
+    local = _bound_names(node)
     found: dict[str, None] = {}
     for sub in ast.walk(node):
         if isinstance(sub, ast.Attribute):
             chain = _dotted(sub)
-            if chain:
+            if chain and chain.split(".")[0] not in local:
                 found[chain] = None
-        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
+        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in local:
             found[sub.id] = None
     return list(found)
+
+
+def _bound_names(node: ast.AST) -> set[str]:
+    bound: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.arg):
+            bound.add(sub.arg)
+        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store | ast.Del):
+            bound.add(sub.id)
+        elif isinstance(sub, ast.Import | ast.ImportFrom):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in sub.names)
+        elif sub is not node and isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(sub.name)
+    globals_declared = {n for sub in ast.walk(node) if isinstance(sub, ast.Global) for n in sub.names}
+    return bound - globals_declared
 
 
 def _dotted(node: ast.Attribute) -> str | None:

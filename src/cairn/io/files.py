@@ -5,14 +5,10 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from cairn.core.records import StoredValue
 from cairn.errors import SerializationError
@@ -147,6 +143,9 @@ def _read_manifest(stored: StoredValue, store: Store) -> dict[str, tuple[str, in
 def _rebuild(manifest: dict[str, tuple[str, int]], store: Store, cache: Path, target: Path) -> None:
     """Write every file into a temporary folder next to ``target``, then rename it into place."""
     cache.mkdir(parents=True, exist_ok=True)
+    import shutil
+    import tempfile
+
     building = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache))
     try:
         for relative, (digest, size) in manifest.items():
@@ -170,12 +169,17 @@ def _rebuild(manifest: dict[str, tuple[str, int]], store: Store, cache: Path, ta
 
 def _cache_root(store: Store) -> Path:
     if store.url.startswith("file://"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
         return Path(url2pathname(urlparse(store.url).path)) / "files"
     return _private_temp_root()
 
 
 def _private_temp_root() -> Path:
     """A per-user folder under the temp directory that nobody else can have planted files in."""
+    import tempfile
+
     if not hasattr(os, "getuid"):
         return Path(tempfile.gettempdir()) / "cairn-files"
     root = Path(tempfile.gettempdir()) / f"cairn-files-{os.getuid()}"

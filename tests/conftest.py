@@ -1,0 +1,49 @@
+"""Shared fixtures: throwaway projects written to a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ProjectFactory = Callable[..., Path]
+
+
+def write_project(root: Path, pipeline: str, *, executor: str = "inline", extra: str = "", seed: int = 7) -> Path:
+    """Write (or rewrite) a project folder with a cairn.toml and a pipeline.py; returns the folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = f"""
+        [project]
+        name = "test"
+        modules = ["pipeline"]
+        seed = {seed}
+
+        [executor]
+        kind = "{executor}"
+        workers = 2
+        """
+    (root / "cairn.toml").write_text(textwrap.dedent(config) + textwrap.dedent(extra), encoding="utf-8")
+    set_pipeline(root, pipeline)
+    return root
+
+
+def set_pipeline(root: Path, pipeline: str) -> None:
+    """Rewrite pipeline.py and move its mtime forward so that the change is noticed at once."""
+    path = root / "pipeline.py"
+    path.write_text(textwrap.dedent(pipeline), encoding="utf-8")
+    later = time.time() + 2
+    os.utime(path, (later, later))
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> ProjectFactory:
+    """``make_project(pipeline_text, executor="inline", extra="")`` → project folder."""
+
+    def make(pipeline: str, *, executor: str = "inline", extra: str = "", name: str = "proj") -> Path:
+        return write_project(tmp_path / name, pipeline, executor=executor, extra=extra)
+
+    return make
