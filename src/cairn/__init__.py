@@ -1,36 +1,91 @@
 """cairn: a dependency-aware orchestrator for ML feature-engineering and training pipelines.
 
-Importing cairn loads only the standard library and blake3; the engine and its stores are imported
-when `materialize` or `load` is first called.
+Names are resolved on first use (PEP 562), so ``import cairn`` costs almost nothing and loads only the
+standard library and blake3; the engine and its stores are imported when a run or a load needs them.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from cairn.core.asset import AssetDef, Resources, asset, source
-from cairn.core.retry import Retry
-from cairn.engine.context import Context
-from cairn.errors import (
-    CairnError,
-    CheckFailed,
-    CircuitOpen,
-    ConfigError,
-    ContractViolation,
-    DefinitionError,
-    Fatal,
-    NonRetryable,
-    StepCrashed,
-    StepFailed,
-    StepTimeout,
-    UsageError,
-)
-from cairn.io.files import Files
+from cairn.version import __version__
 
 if TYPE_CHECKING:
+    from cairn.core.asset import AssetDef, Resources, asset, source
+    from cairn.core.partitions import (
+        AllPartitions,
+        Latest,
+        Window,
+        daily,
+        hourly,
+        monthly,
+        product,
+        static,
+        weekly,
+    )
+    from cairn.core.retry import Retry
+    from cairn.engine.context import Context
     from cairn.engine.run import RunResult
+    from cairn.errors import (
+        CairnError,
+        CheckFailed,
+        CircuitOpen,
+        ConfigError,
+        ContractViolation,
+        DefinitionError,
+        Fatal,
+        NonRetryable,
+        StepCrashed,
+        StepFailed,
+        StepTimeout,
+        UsageError,
+    )
+    from cairn.io.files import Files
 
-from cairn.version import __version__
+_LAZY = {
+    "AssetDef": "cairn.core.asset",
+    "Resources": "cairn.core.asset",
+    "asset": "cairn.core.asset",
+    "source": "cairn.core.asset",
+    "Retry": "cairn.core.retry",
+    **{
+        name: "cairn.core.partitions"
+        for name in ("AllPartitions", "Latest", "Window", "daily", "hourly", "monthly", "product", "static", "weekly")
+    },
+    "Context": "cairn.engine.context",
+    "Files": "cairn.io.files",
+    **{
+        name: "cairn.errors"
+        for name in (
+            "CairnError",
+            "CheckFailed",
+            "CircuitOpen",
+            "ConfigError",
+            "ContractViolation",
+            "DefinitionError",
+            "Fatal",
+            "NonRetryable",
+            "StepCrashed",
+            "StepFailed",
+            "StepTimeout",
+            "UsageError",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cairn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def materialize(selection: Any = (), **options: Any) -> RunResult:
@@ -48,6 +103,7 @@ def load(name: str, partition: str | None = None, project: Any = ".") -> Any:
 
 
 __all__ = [
+    "AllPartitions",
     "AssetDef",
     "CairnError",
     "CheckFailed",
@@ -58,6 +114,7 @@ __all__ = [
     "DefinitionError",
     "Fatal",
     "Files",
+    "Latest",
     "NonRetryable",
     "Resources",
     "Retry",
@@ -65,9 +122,16 @@ __all__ = [
     "StepFailed",
     "StepTimeout",
     "UsageError",
+    "Window",
     "__version__",
     "asset",
+    "daily",
+    "hourly",
     "load",
     "materialize",
+    "monthly",
+    "product",
     "source",
+    "static",
+    "weekly",
 ]

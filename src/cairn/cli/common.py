@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 import time
 import tomllib
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from cairn.errors import UsageError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
 
 ProjectOpt = Annotated[str, typer.Option("-C", "--project", help="The project folder (holding cairn.toml).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -22,7 +23,56 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a param: asset.param=value (value is a TOML literal).", metavar="A.P=V"),
 ]
+PartitionOpt = Annotated[str | None, typer.Option("--partition", help="Only this partition key.")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="First partition key of a range.")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="Last partition key of a range (included).")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="Apply the params overlay [profiles.NAME].")]
+
+
+@functools.cache
+def console() -> Console:
+    """The console for output (Rich is imported on first use: `--help` does not need it)."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else _width())
+
+
+@functools.cache
+def err_console() -> Console:
+    """The console for errors and hints, on stderr."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _width())
+
+
+def _width() -> int:
+    try:
+        return max(80, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 160
+
+
+def escape(text: str) -> str:
+    """Escape Rich markup in user text (names, reasons, errors)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def table(*columns: str) -> Any:
+    """A borderless Rich table with bold headers."""
+    from rich.table import Table
+
+    return Table(*columns, box=None, header_style="bold")
+
+
+def partition_range(partition: str | None, first: str | None, last: str | None) -> tuple[str, str] | None:
+    """Validate --partition / --from / --to together and return the range, if any."""
+    if partition is not None and (first or last):
+        raise UsageError("use either --partition K or --from A --to B, not both")
+    if (first is None) != (last is None):
+        raise UsageError("--from and --to go together: give both ends of the partition range")
+    return (first, last) if first is not None and last is not None else None
 
 
 def parse_sets(values: list[str] | None) -> dict[str, dict[str, Any]]:

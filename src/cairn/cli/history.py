@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from cairn.cli.common import JsonOpt, ProjectOpt, ago, console, print_json, seconds, short, styled
+from cairn.cli.common import JsonOpt, ProjectOpt, ago, console, escape, print_json, seconds, short, styled, table
 
 
 def register(app: typer.Typer) -> None:
@@ -62,11 +60,11 @@ def runs(
             ]
         )
         return
-    table = Table("run", "status", "started", "duration", "selection", "steps", box=None, header_style="bold")
+    grid = table("run", "status", "started", "duration", "selection", "steps")
     for r, counts, duration in rows:
         steps = " ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        table.add_row(r.run_id, styled(r.status), ago(r.created_at), seconds(duration), escape(r.selection), steps)
-    console.print(table)
+        grid.add_row(r.run_id, styled(r.status), ago(r.created_at), seconds(duration), escape(r.selection), steps)
+    console().print(grid)
 
 
 def show(
@@ -122,16 +120,16 @@ def show(
         )
         return
     duration = (run.finished_at - run.created_at) if run.finished_at else None
-    console.print(
+    console().print(
         f"run [bold]{run.run_id}[/] {styled(run.status)}  selection: {escape(run.selection)}  "
         f"started {ago(run.created_at)}  duration {seconds(duration)}"
     )
     if run.profile:
-        console.print(f"profile: {run.profile}")
-    table = Table("step", "status", "attempts", "duration", "data version", "reason", box=None, header_style="bold")
+        console().print(f"profile: {run.profile}")
+    grid = table("step", "status", "attempts", "duration", "data version", "reason")
     for s in steps:
         name = f"{s.asset}@{s.partition}" if s.partition else s.asset
-        table.add_row(
+        grid.add_row(
             name,
             styled(s.status),
             str(s.attempts),
@@ -139,11 +137,11 @@ def show(
             short(s.data_version),
             escape(s.reason),
         )
-    console.print(table)
+    console().print(grid)
     failed = [a for a in attempts if a.error]
     for a in failed:
         name = f"{a.asset}@{a.partition}" if a.partition else a.asset
-        console.print(f"[red]{name} attempt {a.attempt} {a.status}[/]: {escape(a.error or '')}")
+        console().print(f"[red]{name} attempt {a.attempt} {a.status}[/]: {escape(a.error or '')}")
 
 
 def logs(
@@ -191,11 +189,11 @@ def logs(
         )
         return
     if not records and not attempts:
-        console.print(f"no captured logs for run {rid}" + (f" step {step}" if step else ""))
+        console().print(f"no captured logs for run {rid}" + (f" step {step}" if step else ""))
         return
     for r in records:
         name = f"{r.asset}@{r.partition}" if r.partition else r.asset
-        console.print(f"[dim]{name}#{r.attempt}[/] {r.level:<7} {escape(r.message)}")
+        console().print(f"[dim]{name}#{r.attempt}[/] {r.level:<7} {escape(r.message)}")
     for a in attempts:
         name = f"{a.asset}@{a.partition}" if a.partition else a.asset
-        console.print(f"[red]{name}#{a.attempt} ERROR[/]   {escape(a.error or '')}")
+        console().print(f"[red]{name}#{a.attempt} ERROR[/]   {escape(a.error or '')}")

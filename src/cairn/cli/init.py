@@ -76,5 +76,5 @@ def init(
     (directory / "pipeline.py").write_text(PIPELINE, encoding="utf-8")
     if not (directory / ".gitignore").exists():
         (directory / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
-    console.print(f"Created project [bold]{project}[/] in {directory}")
-    console.print(f"Next: cairn -C {directory} plan   then   cairn -C {directory} run")
+    console().print(f"Created project [bold]{project}[/] in {directory}")
+    console().print(f"Next: cairn -C {directory} plan   then   cairn -C {directory} run")

@@ -5,20 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from cairn.cli.common import (
+    FromOpt,
     JsonOpt,
+    PartitionOpt,
     ProfileOpt,
     ProjectOpt,
     SetOpt,
+    ToOpt,
     ago,
     console,
+    escape,
     parse_sets,
+    partition_range,
     print_json,
     short,
     styled,
+    table,
 )
 
 GRAPH_FORMATS = ("text", "mermaid", "dot")
@@ -59,11 +63,11 @@ def list_assets(project: ProjectOpt = ".", as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table("asset", "kind", "inputs", "tags", "description", box=None, header_style="bold")
+    grid = table("asset", "kind", "inputs", "tags", "description")
     for r in rows:
         tags = " ".join(f"{k}={v}" for k, v in r["tags"].items())
-        table.add_row(r["asset"], r["kind"], ", ".join(r["inputs"]), tags, escape(r["description"]))
-    console.print(table)
+        grid.add_row(r["asset"], r["kind"], ", ".join(r["inputs"]), tags, escape(r["description"]))
+    console().print(grid)
 
 
 def graph(
@@ -90,15 +94,32 @@ def graph(
     typer.echo("\n".join(lines))
 
 
-def _options(selection: list[str] | None, sets: list[str] | None, profile: str | None, force: bool = False) -> Any:
+def _options(
+    selection: list[str] | None,
+    sets: list[str] | None,
+    profile: str | None,
+    force: bool = False,
+    partition: str | None = None,
+    span: tuple[str, str] | None = None,
+) -> Any:
     from cairn.engine.run import RunOptions
 
-    return RunOptions(selection=tuple(selection or ()), force=force, profile=profile, overrides=parse_sets(sets))
+    return RunOptions(
+        selection=tuple(selection or ()),
+        force=force,
+        profile=profile,
+        overrides=parse_sets(sets),
+        partition=partition,
+        partition_range=span,
+    )
 
 
 def plan(
     selection: Annotated[list[str] | None, typer.Argument(help="Assets or selectors (+name, name+, tag:k=v).")] = None,
     project: ProjectOpt = ".",
+    partition: PartitionOpt = None,
+    first: FromOpt = None,
+    last: ToOpt = None,
     sets: SetOpt = None,
     profile: ProfileOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Plan as if the selected assets were forced.")] = False,
@@ -107,9 +128,10 @@ def plan(
     """What a run would do, step by step, each with its reason; runs nothing."""
     from cairn.engine.api import open_stores, preview
 
+    options = _options(selection, sets, profile, force, partition, partition_range(partition, first, last))
     proj = _load(project)
     with open_stores(proj.settings) as stores:
-        _, result = preview(proj, _options(selection, sets, profile, force), stores)
+        _, result = preview(proj, options, stores)
     steps = [
         {
             "asset": d.step.asset,
@@ -123,11 +145,11 @@ def plan(
     if as_json:
         print_json({"steps": steps, "to_run": len(result.to_run)})
         return
-    table = Table("step", "action", "reason", box=None, header_style="bold")
+    grid = table("step", "action", "reason")
     for d in result.steps:
-        table.add_row(str(d.step), styled(d.action), escape(str(d.reason)))
-    console.print(table)
-    console.print(f"{len(result.to_run)} to run, {len(result.steps) - len(result.to_run)} cached")
+        grid.add_row(str(d.step), styled(d.action), escape(str(d.reason)))
+    console().print(grid)
+    console().print(f"{len(result.to_run)} to run, {len(result.steps) - len(result.to_run)} cached")
 
 
 def status(
@@ -158,10 +180,10 @@ def status(
             ]
         )
         return
-    table = Table("asset", "state", "last materialized", "run", "data version", "reason", box=None, header_style="bold")
+    grid = table("asset", "state", "last materialized", "run", "data version", "reason")
     for r in rows:
         latest = r.latest
-        table.add_row(
+        grid.add_row(
             str(r.step),
             styled(r.state),
             ago(latest.created_at) if latest else "never",
@@ -169,7 +191,7 @@ def status(
             short(latest.data_version) if latest else "-",
             "" if r.state == "fresh" else escape(r.reason),
         )
-    console.print(table)
+    console().print(grid)
 
 
 def why(
@@ -214,17 +236,17 @@ def why(
         return
     if fresh:
         assert decision.cached is not None
-        console.print(
+        console().print(
             f"[green]{step} is fresh[/]: its cache key {short(decision.cache_key)} was materialized "
             f"by run {decision.cached.run_id} ({ago(decision.cached.created_at)}), "
             f"data version {short(decision.cached.data_version)}"
         )
         return
-    console.print(f"[yellow]{step} is stale[/]: {escape(str(decision.reason))}")
+    console().print(f"[yellow]{step} is stale[/]: {escape(str(decision.reason))}")
     for d in chain:
-        console.print(f"  because {d.step}: {escape(str(d.reason))}")
+        console().print(f"  because {d.step}: {escape(str(d.reason))}")
     if latest is not None:
-        console.print(f"  last materialized by run {latest.run_id} ({ago(latest.created_at)})")
+        console().print(f"  last materialized by run {latest.run_id} ({ago(latest.created_at)})")
 
 
 def _stale_chain(decision: Any, by_step: dict[Any, Any], graph: Any) -> list[Any]:

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from cairn.cli import history, inspect, run
-from cairn.cli.common import err_console
+from cairn.cli.common import err_console, escape
 from cairn.cli.init import init
 from cairn.errors import CairnError, UsageError
 
@@ -50,10 +49,10 @@ def main() -> None:
     try:
         app()
     except CairnError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        err_console().print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
+        err_console().print("[yellow]interrupted[/]")
         sys.exit(130)
 
 

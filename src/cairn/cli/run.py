@@ -5,26 +5,32 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from cairn.cli.common import (
+    FromOpt,
     JsonOpt,
+    PartitionOpt,
     ProfileOpt,
     ProjectOpt,
     SetOpt,
+    ToOpt,
     console,
     err_console,
+    escape,
     parse_sets,
+    partition_range,
     print_json,
     seconds,
     styled,
+    table,
 )
+
+if TYPE_CHECKING:
+    from rich.live import Live
+    from rich.text import Text
 
 
 def register(app: typer.Typer) -> None:
@@ -59,6 +65,8 @@ class Progress:
             self.live.update(self.render())
 
     def render(self) -> Text:
+        from rich.text import Text
+
         done = sum(self.counts.get(s, 0) for s in ("executed", "cached"))
         elapsed = time.monotonic() - self.started
         line = (
@@ -73,6 +81,9 @@ class Progress:
 def run(
     selection: Annotated[list[str] | None, typer.Argument(help="Assets or selectors (+name, name+, tag:k=v).")] = None,
     project: ProjectOpt = ".",
+    partition: PartitionOpt = None,
+    first: FromOpt = None,
+    last: ToOpt = None,
     sets: SetOpt = None,
     profile: ProfileOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Number of parallel workers.")] = None,
@@ -84,84 +95,72 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Materialize a selection: run what is stale, reuse what is cached."""
-    from cairn.engine.api import materialize
+    from cairn.engine.api import execute
+    from cairn.engine.run import RunOptions
     from cairn.project import load_project
 
+    options = RunOptions(
+        selection=tuple(selection or ()),
+        force=force,
+        fail_fast=fail_fast,
+        executor=executor,
+        workers=workers,
+        profile=profile,
+        overrides=parse_sets(sets),
+        partition=partition,
+        partition_range=partition_range(partition, first, last),
+    )
+    resume = _resume(project, options, sets)
     proj = load_project(project)
     progress = Progress()
-    live_ok = not as_json and sys.stdout.isatty()
     try:
-        if live_ok:
-            with Live(progress.render(), console=console, refresh_per_second=8, transient=True) as live:
+        if not as_json and sys.stdout.isatty():
+            from rich.live import Live
+
+            with Live(progress.render(), console=console(), refresh_per_second=8, transient=True) as live:
                 progress.live = live
-                result = _materialize(
-                    materialize, proj, selection, sets, profile, workers, executor, force, fail_fast, progress
-                )
+                result = execute(proj, options, progress)
         else:
-            result = _materialize(
-                materialize, proj, selection, sets, profile, workers, executor, force, fail_fast, progress
-            )
+            result = execute(proj, options, progress)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]; resume with: " + _resume(project, selection, sets, profile))
+        err_console().print(f"[yellow]interrupted[/]; resume with: {escape(resume)}")
         raise typer.Exit(130) from None
     if as_json:
         print_json(result.to_dict())
     else:
         _summary(result, time.monotonic() - progress.started)
     if not result.ok:
-        err_console.print(
-            f"run {result.run_id} {result.status}; resume with: " + _resume(project, selection, sets, profile)
-        )
+        err_console().print(f"run {result.run_id} {result.status}; resume with: {escape(resume)}")
         raise typer.Exit(1)
 
 
-def _materialize(
-    materialize: Any,
-    proj: Any,
-    selection: list[str] | None,
-    sets: list[str] | None,
-    profile: str | None,
-    workers: int | None,
-    executor: str | None,
-    force: bool,
-    fail_fast: bool,
-    progress: Progress,
-) -> Any:
-    return materialize(
-        tuple(selection or ()),
-        project=proj,
-        force=force,
-        fail_fast=fail_fast,
-        executor=executor,
-        workers=workers,
-        profile=profile,
-        params=parse_sets(sets),
-        on_event=progress,
-    )
-
-
-def _resume(project: str, selection: list[str] | None, sets: list[str] | None, profile: str | None) -> str:
-    parts = ["cairn", "run", *(selection or [])]
+def _resume(project: str, options: Any, sets: list[str] | None) -> str:
+    """The command that runs the same selection again (everything committed is reused)."""
+    parts = ["cairn", "run", *options.selection]
     if project != ".":
         parts += ["-C", project]
+    if options.partition:
+        parts += ["--partition", options.partition]
+    if options.partition_range:
+        parts += ["--from", options.partition_range[0], "--to", options.partition_range[1]]
     for item in sets or []:
         parts += ["--set", item]
-    if profile:
-        parts += ["--profile", profile]
+    if options.profile:
+        parts += ["--profile", options.profile]
     return shlex.join(parts)
 
 
 def _summary(result: Any, elapsed: float) -> None:
     shown = [s for s in result.steps if s.status != "cached"]
     if shown:
-        table = Table("step", "status", "attempts", "duration", "reason", box=None, header_style="bold")
+        grid = table("step", "status", "attempts", "duration", "reason")
         for s in shown:
             name = f"{s.asset}@{s.partition}" if s.partition else s.asset
-            table.add_row(name, styled(s.status), str(s.attempts), seconds(s.duration_s), escape(s.reason))
-        console.print(table)
+            grid.add_row(name, styled(s.status), str(s.attempts), seconds(s.duration_s), escape(s.reason))
+        console().print(grid)
     for s in result.steps:
         if s.status == "failed" and s.error:
             name = f"{s.asset}@{s.partition}" if s.partition else s.asset
-            console.print(f"[bold red]{name} failed[/]:\n{escape(s.error)}")
+            console().print(f"[bold red]{name} failed[/]:\n{escape(s.error)}")
     counts = ", ".join(f"{result.count(k)} {k}" for k in ("executed", "cached", "failed", "skipped") if result.count(k))
-    console.print(f"run {result.run_id} {styled(result.status)}: {counts or 'nothing to do'} in {elapsed:.2f}s")
+    console().print(f"run {result.run_id} {styled(result.status)}: {counts or 'nothing to do'} in {elapsed:.2f}s")

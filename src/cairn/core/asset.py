@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from cairn.core.keys import validate_name
+from cairn.core.partitions import (
+    AllPartitions,
+    InputMapping,
+    Latest,
+    MultiPartitions,
+    PartitionsDef,
+    StaticPartitions,
+    TimePartitions,
+    Window,
+)
 from cairn.core.retry import Retry
 from cairn.errors import DefinitionError
 from cairn.hashing import hash_struct
@@ -37,6 +47,8 @@ class Input:
     param: str
     asset: str
     annotation: str = ""
+    mapping: str = "identity"
+    n: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class AssetDef:
     io: str | None = None
     kind: str = "data"
     path: str | None = None
+    partitions: PartitionsDef | None = None
     location: str = ""
 
     @property
@@ -88,7 +101,8 @@ def asset(
     *,
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
-    ins: Mapping[str, str] | None = None,
+    partitions: PartitionsDef | None = None,
+    ins: Mapping[str, str | InputMapping] | None = None,
     retry: Retry | None = None,
     timeout: float | None = None,
     resources: Resources | None = None,
@@ -109,7 +123,8 @@ def asset(
     *,
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
-    ins: Mapping[str, str] | None = None,
+    partitions: PartitionsDef | None = None,
+    ins: Mapping[str, str | InputMapping] | None = None,
     retry: Retry | None = None,
     timeout: float | None = None,
     resources: Resources | None = None,
@@ -138,6 +153,7 @@ def asset(
             inputs=_inputs(asset_name, func, ins or {}),
             context_param=_context_param(func),
             params=_checked_params(asset_name, params or {}),
+            partitions=_checked_partitions(asset_name, partitions),
             retry=_checked(asset_name, "retry", retry, Retry),
             timeout=_checked_timeout(asset_name, timeout),
             resources=_checked(asset_name, "resources", resources, Resources) or Resources(),
@@ -157,18 +173,40 @@ def asset(
     return build
 
 
-def source(name: str, path: str, *, tags: Mapping[str, str] | None = None) -> AssetDef:
+def source(
+    name: str,
+    path: str,
+    *,
+    partitions: PartitionsDef | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> AssetDef:
     """Declare a file that cairn does not compute; its data version is the hash of its bytes.
 
     Args:
         name: the asset name that consumers use as a parameter name.
-        path: the file, relative to the project folder (or absolute).
+        path: the file, relative to the project folder (or absolute); with `partitions`, a template
+            with ``{partition}``, e.g. ``"data/raw/events_{partition}.parquet"``.
+        partitions: one file per partition key.
         tags: free-form labels for selection (``tag:key=value``).
     """
     validate_name(name)
     if not isinstance(path, str) or not path:
         raise DefinitionError(f"source '{name}' needs a path, e.g. source('{name}', path='data/{name}.parquet')")
-    return AssetDef(name=name, fn=None, path=path, tags=_checked_tags(name, tags or {}), cache=True)
+    if partitions is not None and "{partition}" not in path:
+        raise DefinitionError(
+            f"source '{name}' is partitioned, so its path needs a {{partition}} placeholder, "
+            f"e.g. 'data/{name}_{{partition}}.parquet'"
+        )
+    if partitions is None and "{partition}" in path:
+        raise DefinitionError(f"source '{name}': the path has {{partition}} but no partitions= was given")
+    return AssetDef(
+        name=name,
+        fn=None,
+        path=path,
+        partitions=_checked_partitions(name, partitions),
+        tags=_checked_tags(name, tags or {}),
+        cache=True,
+    )
 
 
 def _location(func: Callable[..., Any]) -> str:
@@ -198,7 +236,7 @@ def _context_param(func: Callable[..., Any]) -> str | None:
     return None
 
 
-def _inputs(asset_name: str, func: Callable[..., Any], ins: Mapping[str, str]) -> tuple[Input, ...]:
+def _inputs(asset_name: str, func: Callable[..., Any], ins: Mapping[str, str | InputMapping]) -> tuple[Input, ...]:
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError) as exc:
@@ -214,11 +252,20 @@ def _inputs(asset_name: str, func: Callable[..., Any], ins: Mapping[str, str]) -
         if _is_context(param):
             continue
         upstream = ins.get(param.name, param.name)
-        if not isinstance(upstream, str):
+        annotation = _annotation_name(param.annotation)
+        if isinstance(upstream, str):
+            inputs.append(Input(param.name, upstream, annotation))
+        elif isinstance(upstream, Window):
+            inputs.append(Input(param.name, upstream.asset, annotation, "window", upstream.n))
+        elif isinstance(upstream, AllPartitions):
+            inputs.append(Input(param.name, upstream.asset, annotation, "all"))
+        elif isinstance(upstream, Latest):
+            inputs.append(Input(param.name, upstream.asset, annotation, "latest"))
+        else:
             raise DefinitionError(
-                f"asset '{asset_name}': ins['{param.name}'] must be an asset name (a string), got {upstream!r}"
+                f"asset '{asset_name}': ins['{param.name}'] must be an asset name or a mapping "
+                f"(Window, AllPartitions, Latest), got {upstream!r}"
             )
-        inputs.append(Input(param.name, upstream, _annotation_name(param.annotation)))
     unknown = sorted(set(ins) - names)
     if unknown:
         raise DefinitionError(
@@ -226,6 +273,15 @@ def _inputs(asset_name: str, func: Callable[..., Any], ins: Mapping[str, str]) -
             f"(parameters: {sorted(names)})"
         )
     return tuple(inputs)
+
+
+def _checked_partitions(asset_name: str, partitions: Any) -> PartitionsDef | None:
+    if partitions is not None and not isinstance(partitions, TimePartitions | StaticPartitions | MultiPartitions):
+        raise DefinitionError(
+            f"asset '{asset_name}': partitions= must come from cairn.daily(...), hourly, weekly, monthly, "
+            f"static(...) or product(...), got {partitions!r}"
+        )
+    return partitions
 
 
 def _checked_params(asset_name: str, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from cairn.core.asset import AssetDef
+from cairn.core.asset import AssetDef, Input
+from cairn.core.partitions import TimePartitions
 from cairn.errors import DefinitionError, did_you_mean
 
 
@@ -56,6 +57,9 @@ def build_graph(defs: Iterable[AssetDef]) -> Graph:
                     f"{hint} Rename the parameter, map it with ins={{'{inp.param}': 'an_asset'}}, or define "
                     f"'{inp.asset}'."
                 )
+    for d in assets.values():
+        for inp in d.inputs:
+            _check_mapping(d, inp, assets[inp.asset])
     upstream = {name: d.deps for name, d in assets.items()}
     downstream_lists: dict[str, list[str]] = {name: [] for name in assets}
     for name, ups in upstream.items():
@@ -68,6 +72,33 @@ def build_graph(defs: Iterable[AssetDef]) -> Graph:
         downstream=MappingProxyType({k: tuple(v) for k, v in downstream_lists.items()}),
         order=order,
     )
+
+
+def _check_mapping(consumer: AssetDef, inp: Input, producer: AssetDef) -> None:
+    """A partition mapping must fit the definitions on both sides of the edge."""
+    up, down = producer.partitions, consumer.partitions
+    edge = f"asset '{consumer.name}' input '{inp.param}' (from '{producer.name}')"
+    if inp.mapping == "identity":
+        if up is None or up == down:
+            return
+        if down is None:
+            raise DefinitionError(
+                f"{edge}: '{producer.name}' is partitioned ({up.describe()}) but '{consumer.name}' is not; map it "
+                f"with ins={{'{inp.param}': AllPartitions('{producer.name}')}} or Latest('{producer.name}')"
+            )
+        raise DefinitionError(
+            f"{edge}: partitions do not fit: '{producer.name}' is {up.describe()}, '{consumer.name}' is "
+            f"{down.describe()}; give both the same partitions or map the input with Window, AllPartitions or Latest"
+        )
+    if up is None:
+        raise DefinitionError(f"{edge}: {inp.mapping} mapping needs a partitioned input, '{producer.name}' is not")
+    if inp.mapping == "window":
+        time = up if isinstance(up, TimePartitions) else getattr(up, "time", None)
+        if time is None or up != down:
+            raise DefinitionError(
+                f"{edge}: Window needs both assets to have the same time partitions; '{producer.name}' is "
+                f"{up.describe()}, '{consumer.name}' is {down.describe() if down else 'unpartitioned'}"
+            )
 
 
 def _topological_order(upstream: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:

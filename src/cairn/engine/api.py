@@ -55,6 +55,8 @@ def materialize(
     workers: int | None = None,
     profile: str | None = None,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    partition: str | None = None,
+    partition_range: tuple[str, str] | None = None,
     on_event: EventSink | None = None,
     executor_instance: Executor | None = None,
 ) -> RunResult:
@@ -69,6 +71,8 @@ def materialize(
         workers: override ``[executor] workers``.
         profile: apply the params overlay of ``[profiles.NAME]``.
         params: per-asset param overrides, ``{"asset": {"param": value}}``.
+        partition: materialize only this partition key of the partitioned selected assets.
+        partition_range: ``(first, last)`` keys, both included.
         on_event: called with every progress `Event`.
         executor_instance: an executor object to use instead of building one.
     """
@@ -81,10 +85,18 @@ def materialize(
         workers=workers,
         profile=profile,
         overrides=params or {},
+        partition=partition,
+        partition_range=partition_range,
     )
-    with open_stores(loaded.settings) as stores:
-        engine = Engine(loaded, stores.meta, stores.artifacts, options, on_event, executor_instance)
-        return engine.run()
+    return execute(loaded, options, on_event, executor_instance)
+
+
+def execute(
+    project: Project, options: RunOptions, on_event: EventSink | None = None, executor: Executor | None = None
+) -> RunResult:
+    """Run a loaded project with explicit `RunOptions` (what `materialize` and `cairn run` call)."""
+    with open_stores(project.settings) as stores:
+        return Engine(project, stores.meta, stores.artifacts, options, on_event, executor).run()
 
 
 def load(name: str, partition: str | None = None, project: ProjectArg = ".") -> Any:

@@ -9,7 +9,11 @@ from cairn.storage.metadata import MetadataStore
 
 
 class StoreHistory:
-    """Answers the planner's questions with as few queries as possible (one up front, then per miss)."""
+    """Answers the planner's questions with as few queries as possible (one up front, then per miss).
+
+    A materialization is only a cache hit while its object is present with the recorded size; a full
+    hash check happens when the object is read.
+    """
 
     def __init__(self, meta: MetadataStore, artifacts: ArtifactStore) -> None:
         self._meta = meta
@@ -21,7 +25,7 @@ class StoreHistory:
         mat = self._latest.get((step.asset, step.partition))
         if mat is None or mat.cache_key != cache_key:
             mat = self._meta.find_by_cache_key(cache_key)
-        if mat is not None and self._artifacts.exists(mat.data_version):
+        if mat is not None and self._artifacts.size(mat.data_version) == mat.size:
             return mat
         return None
 

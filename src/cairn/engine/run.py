@@ -19,19 +19,23 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cairn.core import records as R
 from cairn.core.asset import AssetDef
 from cairn.core.events import RUN_FINISHED, RUN_STARTED, STEP_FINISHED, STEP_RETRYING, STEP_STARTED, Event
 from cairn.core.keys import StepId, derive_seed
+from cairn.core.partitions import check_key, key_range
 from cairn.core.plan import RUN, Decision, StepSpec, critical_path, decide
 from cairn.core.retry import BreakerPolicy, CircuitBreaker, Retry
 from cairn.core.selection import select
+from cairn.core.steps import StepInput, expand
 from cairn.engine.history import StoreHistory
 from cairn.engine.sources import SourceObserver
 from cairn.engine.step import OK, TIMEOUT, InputSpec, StepJob, StepOutcome, register_graph, run_step
-from cairn.errors import DefinitionError, LeaseLost
+from cairn.errors import DefinitionError, LeaseLost, UsageError
 from cairn.executors.base import Completed, Executor, create_executor
 from cairn.project import Project, installed_versions
 from cairn.storage.base import ArtifactStore
@@ -51,6 +55,8 @@ class RunOptions:
     workers: int | None = None
     profile: str | None = None
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    partition: str | None = None
+    partition_range: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +120,7 @@ class _State:
     step: StepId
     asset: AssetDef
     spec: StepSpec
-    ups: list[tuple[str, StepId, str]]
+    ups: list[StepInput]
     children: list[StepId] = field(default_factory=list)
     waiting: int = 0
     status: str = R.PENDING
@@ -171,56 +177,95 @@ class Engine:
         self.forced: set[StepId] = set()
         self.kind = options.executor or self.settings.executor
         self._held: dict[StepId, tuple[float, int]] = {}
+        self.now = datetime.now(UTC)
+        self._all_keys: dict[str, list[str]] = {}
+        self._code: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
         self._seq = 0
         self._rng = random.Random()
 
     # ---- set-up -------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Resolve the selection into steps with their key material; observe sources."""
+        """Resolve the selection into steps (asset x partition) with their key material; observe sources."""
         graph = self.project.graph
         targets = select(graph, self.options.selection)
-        needed = targets | graph.ancestors(targets)
+        target_keys = [(name, self._target_keys(graph.assets[name])) for name in sorted(targets)]
+        self._check_partition_option(targets)
+        order, inputs = expand(graph, target_keys, self._keys)
         params = self.project.params(self.options.profile, self.options.overrides)
         observer = SourceObserver(self.settings.state_dir)
-        forced = targets if self.options.force else set()
-        for name in graph.order:
-            if name not in needed:
-                continue
-            asset = graph.assets[name]
+        forced = {StepId(name, key) for name, keys in target_keys for key in keys} if self.options.force else set()
+        for step in order:
+            asset = graph.assets[step.asset]
             self._check_pool(asset)
-            step = StepId(name, "")
-            ups = [(i.param, StepId(i.asset, ""), i.annotation) for i in asset.inputs]
-            state = _State(step, asset, self._spec(asset, step, params[name], observer), ups)
-            state.waiting = len({u for _, u, _ in ups})
-            if asset.is_source:
-                assert asset.path is not None
-                state.source_path = str(self.settings.root / asset.path)
+            ups = inputs[step]
+            source_path = self._source_path(asset, step.partition) if asset.is_source else None
+            spec = self._spec(asset, step, params[step.asset], source_path, observer)
+            state = _State(step, asset, spec, ups, source_path=source_path)
+            state.waiting = len(_distinct(ups))
             self.states[step] = state
             self.order.append(step)
-            if name in forced:
-                self.forced.add(step)
+        self.forced = forced
         observer.save()
         for step in self.order:
-            for up in {u for _, u, _ in self.states[step].ups}:
+            for up in _distinct(self.states[step].ups):
                 self.states[up].children.append(step)
         durations = self.meta.mean_durations()
         downstream = {s: self.states[s].children for s in self.order}
         self.priority = critical_path(self.order, downstream, durations)
 
-    def _spec(self, asset: AssetDef, step: StepId, params: dict[str, Any], observer: SourceObserver) -> StepSpec:
-        if asset.is_source:
-            assert asset.path is not None
-            version = observer.observe(self.settings.root / asset.path)
+    def _keys(self, asset: AssetDef) -> list[str]:
+        """Every partition key of an asset that exists now (cached for the run)."""
+        keys = self._all_keys.get(asset.name)
+        if keys is None:
+            keys = asset.partitions.keys(self.now) if asset.partitions is not None else [""]
+            self._all_keys[asset.name] = keys
+        return keys
+
+    def _target_keys(self, asset: AssetDef) -> list[str]:
+        if asset.partitions is None:
+            return [""]
+        if self.options.partition is not None:
+            return [check_key(asset.partitions, self.options.partition, self.now)]
+        if self.options.partition_range is not None:
+            first, last = self.options.partition_range
+            return key_range(asset.partitions, first, last, self.now)
+        return self._keys(asset)
+
+    def _check_partition_option(self, targets: set[str]) -> None:
+        asked = self.options.partition or self.options.partition_range
+        if asked and not any(self.project.graph.assets[t].partitions is not None for t in targets):
+            raise UsageError(
+                f"--partition/--from/--to were given but no selected asset is partitioned "
+                f"(selected: {', '.join(sorted(targets))})"
+            )
+
+    def _source_path(self, asset: AssetDef, partition: str) -> str:
+        assert asset.path is not None
+        return str(self.settings.root / asset.path.replace("{partition}", partition))
+
+    def _spec(
+        self,
+        asset: AssetDef,
+        step: StepId,
+        params: dict[str, Any],
+        source_path: str | None,
+        observer: SourceObserver,
+    ) -> StepSpec:
+        if source_path is not None:
+            version = observer.observe(Path(source_path))
             return StepSpec(step, code_version="", source_version=version or "missing")
-        code_version, parts = self.project.code(asset)
+        code = self._code.get(asset.name)
+        if code is None:
+            code = self._code[asset.name] = (*self.project.code(asset), installed_versions(asset.env))
+        code_version, parts, env = code
         return StepSpec(
             step,
             code_version=code_version,
             code_parts=parts,
             params=params,
             seed=derive_seed(self.settings.seed, step),
-            env=installed_versions(asset.env),
+            env=env,
             cache=asset.cache,
         )
 
@@ -240,7 +285,7 @@ class Engine:
 
     def inputs_of(self) -> dict[StepId, list[StepId]]:
         """For each step, the steps it reads, without repeats."""
-        return {s: list(dict.fromkeys(u for _, u, _ in self.states[s].ups)) for s in self.order}
+        return {s: _distinct(self.states[s].ups) for s in self.order}
 
     def specs(self) -> dict[StepId, StepSpec]:
         return {s: self.states[s].spec for s in self.order}
@@ -269,8 +314,8 @@ class Engine:
         status = R.FAILED
         try:
             self._loop()
-            ok = all(self.states[s].status in (R.EXECUTED, R.CACHED) for s in self.order)
-            status = R.SUCCEEDED if ok else R.FAILED
+            failed = any(self.states[s].status == R.FAILED for s in self.order)
+            status = R.FAILED if failed else R.SUCCEEDED
         except KeyboardInterrupt:
             status = R.CANCELLED
             self._cancel_all("the run was interrupted")
@@ -370,10 +415,17 @@ class Engine:
             if st.status != R.PENDING:
                 continue
             if st.spec.source_version == "missing":
-                self._fail(step, f"source file {st.source_path} does not exist", "source missing")
+                if step.partition:
+                    self._skip(step, f"source not ready: {st.source_path} does not exist")
+                else:
+                    self._fail(step, f"source file {st.source_path} does not exist", "source missing")
+                continue
+            empty = [u.param for u in st.ups if not u.steps and not u.as_dict]
+            if empty:
+                self._skip(step, f"no partition of input '{empty[0]}' exists yet")
                 continue
             refs = []
-            for up in dict.fromkeys(u for _, u, _ in st.ups):
+            for up in _distinct(st.ups):
                 mat = self.states[up].mat
                 assert mat is not None
                 refs.append(R.InputRef(up.asset, up.partition, mat.data_version))
@@ -470,11 +522,13 @@ class Engine:
             self.lease_wait[step] = time.monotonic() + 0.1
             st.status = "waiting"
             return
-        hit = self.history.cached(step, key) if not st.decision.cached and step not in self.forced else None
-        if hit is not None and st.spec.cache:
-            self.meta.release_lease(key, token)
-            self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
-            return
+        if token > 1 and st.spec.cache and step not in self.forced:
+            # The key was leased before: another run may have committed it since this run decided.
+            hit = self.history.cached(step, key)
+            if hit is not None:
+                self.meta.release_lease(key, token)
+                self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
+                return
         st.token = token
         st.attempts += 1
         st.status = "running"
@@ -518,11 +572,13 @@ class Engine:
 
     def _inputs(self, st: _State) -> tuple[InputSpec, ...]:
         specs = []
-        for param, up, annotation in st.ups:
-            mat = self.states[up].mat
-            assert mat is not None
-            ref = R.InputRef(up.asset, up.partition, mat.data_version)
-            specs.append(InputSpec(param, ref, mat.stored, annotation))
+        for inp in st.ups:
+            for up in inp.steps:
+                mat = self.states[up].mat
+                assert mat is not None
+                ref = R.InputRef(up.asset, up.partition, mat.data_version)
+                key = up.partition if inp.as_dict else None
+                specs.append(InputSpec(inp.param, ref, mat.stored, inp.annotation, key))
         return tuple(specs)
 
     # ---- finishing ----------------------------------------------------------------------------
@@ -625,17 +681,28 @@ class Engine:
         st.status, st.error, st.reason = R.FAILED, error, reason
         self._record(st)
         self.on_event(Event(STEP_FINISHED, self.run_id, step, R.FAILED, _first_line(error)))
-        stack = list(st.children)
+        self._skip_descendants(step, f"upstream failed: {step}")
+        if self.options.fail_fast:
+            self._stop("run stopped after a failure (--fail-fast)")
+
+    def _skip(self, step: StepId, reason: str) -> None:
+        """A step that cannot run yet (its data is not there); it is not a failure."""
+        st = self.states[step]
+        st.status, st.reason = R.SKIPPED, reason
+        self._record(st)
+        self.on_event(Event(STEP_FINISHED, self.run_id, step, R.SKIPPED, reason))
+        self._skip_descendants(step, f"upstream not ready: {step}")
+
+    def _skip_descendants(self, step: StepId, reason: str) -> None:
+        stack = list(self.states[step].children)
         while stack:
             child = stack.pop()
             cst = self.states[child]
             if cst.status in (R.PENDING, "ready"):
-                cst.status, cst.reason = R.SKIPPED, f"upstream failed: {step}"
+                cst.status, cst.reason = R.SKIPPED, reason
                 self._record(cst)
-                self.on_event(Event(STEP_FINISHED, self.run_id, child, R.SKIPPED, cst.reason))
+                self.on_event(Event(STEP_FINISHED, self.run_id, child, R.SKIPPED, reason))
                 stack.extend(cst.children)
-        if self.options.fail_fast:
-            self._stop("run stopped after a failure (--fail-fast)")
 
     def _stop(self, reason: str) -> None:
         self.stopped = True
@@ -704,6 +771,11 @@ def _outcome(done: Completed, timeout: float | None) -> StepOutcome:
     if done.crashed:
         return StepOutcome("failed", error=f"StepCrashed: {done.error}")
     return StepOutcome("failed", error=f"StepCrashed: the step job failed outside user code: {done.error}")
+
+
+def _distinct(ups: list[StepInput]) -> list[StepId]:
+    """The upstream steps of a step's inputs, each once, in order."""
+    return list(dict.fromkeys(step for inp in ups for step in inp.steps))
 
 
 def _alive(pid: int) -> bool:

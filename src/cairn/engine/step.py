@@ -17,6 +17,7 @@ from typing import Any
 
 from cairn.core.asset import AssetDef
 from cairn.core.graph import Graph
+from cairn.core.partitions import context_window
 from cairn.core.records import InputRef, StoredValue
 from cairn.engine.context import Checkpoint, Context
 from cairn.errors import NonRetryable, StepTimeout
@@ -39,6 +40,7 @@ class InputSpec:
     ref: InputRef
     stored: StoredValue
     annotation: str = ""
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +91,8 @@ def run_step(job: StepJob) -> StepOutcome:
             stored = _copy_source(job, store)
             return StepOutcome(OK, stored, time.perf_counter() - started)
         asset = _graph(job)[job.asset]
-        ctx = _context(job)
-        kwargs = {spec.param: _load_input(spec, store) for spec in job.inputs}
+        ctx = _context(job, asset)
+        kwargs = _load_inputs(job.inputs, store)
         if asset.context_param:
             kwargs[asset.context_param] = ctx
         assert asset.fn is not None
@@ -139,7 +141,7 @@ def _workdir(job: StepJob) -> Path:
     return Path(job.project_dir) / ".cairn" / "work" / f"{job.run_id}-{name}-{job.attempt}"
 
 
-def _context(job: StepJob) -> Context:
+def _context(job: StepJob, asset: AssetDef) -> Context:
     checkpoint = Path(job.project_dir) / ".cairn" / "checkpoints" / job.cache_key.replace(":", "-")
     return Context(
         asset=job.asset,
@@ -150,6 +152,7 @@ def _context(job: StepJob) -> Context:
         attempt=job.attempt,
         workdir=_workdir(job),
         checkpoint=Checkpoint(checkpoint),
+        partition_window=context_window(asset.partitions, job.partition),
     )
 
 
@@ -198,8 +201,26 @@ def _copy_source(job: StepJob, store: Any) -> StoredValue:
     return StoredValue(digest, size, SOURCE_FORMAT, path.suffix.lower() or ".bin")
 
 
-def _load_input(spec: InputSpec, store: Any) -> Any:
-    return convert_table(load_stored(spec.stored, store), spec.annotation)
+def _load_inputs(specs: tuple[InputSpec, ...], store: Any) -> dict[str, Any]:
+    """Each parameter's value; a windowed or all-partitions input is a dict by partition key."""
+    kwargs: dict[str, Any] = {}
+    for spec in specs:
+        value = convert_table(
+            load_stored(spec.stored, store), _element(spec.annotation) if spec.key else spec.annotation
+        )
+        if spec.key is None:
+            kwargs[spec.param] = value
+        else:
+            kwargs.setdefault(spec.param, {})[spec.key] = value
+    return kwargs
+
+
+def _element(annotation: str) -> str:
+    """``dict[str, pl.DataFrame]`` → ``pl.DataFrame``: the annotation of one value of a dict input."""
+    inner = annotation.replace(" ", "")
+    if inner.startswith(("dict[", "Dict[", "Mapping[")) and "," in inner:
+        return inner[inner.index(",") + 1 : -1]
+    return ""
 
 
 def load_stored(stored: StoredValue, store: Any) -> Any:
