@@ -24,6 +24,7 @@ from cairn.cli.common import (
     styled,
     table,
 )
+from cairn.errors import UsageError
 
 GRAPH_FORMATS = ("text", "mermaid", "dot")
 
@@ -75,8 +76,6 @@ def graph(
     fmt: Annotated[str, typer.Option("--format", help="text, mermaid or dot.")] = "text",
 ) -> None:
     """The asset DAG as text, Mermaid or Graphviz dot."""
-    from cairn.errors import UsageError
-
     if fmt not in GRAPH_FORMATS:
         raise UsageError(f"--format {fmt!r} is not one of {', '.join(GRAPH_FORMATS)}")
     g = _load(project).graph
@@ -181,17 +180,31 @@ def status(
         )
         return
     grid = table("asset", "state", "last materialized", "run", "data version", "reason")
-    for r in rows:
-        latest = r.latest
+    for name, group in _by_asset(rows):
+        latest = max((r.latest for r in group if r.latest), key=lambda m: m.created_at, default=None)
+        stale = [r for r in group if r.state != "fresh"]
+        if len(group) == 1 and not group[0].step.partition:
+            state = group[0].state
+        else:
+            counts = {k: sum(1 for r in group if r.state == k) for k in ("fresh", "stale", "missing")}
+            state = f"{len(group)} partitions: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        reason = f"{stale[0].step}: {stale[0].reason}" if stale and group[0].step.partition else ""
         grid.add_row(
-            str(r.step),
-            styled(r.state),
+            name,
+            styled(state) if len(group) == 1 else state,
             ago(latest.created_at) if latest else "never",
             latest.run_id if latest else "-",
-            short(latest.data_version) if latest else "-",
-            "" if r.state == "fresh" else escape(r.reason),
+            short(latest.data_version) if latest and len(group) == 1 else "-",
+            escape(reason or (stale[0].reason if stale else "")),
         )
     console().print(grid)
+
+
+def _by_asset(rows: list[Any]) -> list[tuple[str, list[Any]]]:
+    groups: dict[str, list[Any]] = {}
+    for r in rows:
+        groups.setdefault(r.step.asset, []).append(r)
+    return list(groups.items())
 
 
 def why(
@@ -207,13 +220,18 @@ def why(
 
     step = parse_step(target)
     proj = _load(project)
-    proj.graph[step.asset]  # unknown names fail here with a suggestion
+    asset = proj.graph[step.asset]  # unknown names fail here with a suggestion
+    if asset.partitions is not None and not step.partition:
+        raise UsageError(f"asset '{step.asset}' is partitioned: name a partition, e.g. cairn why {step.asset}@KEY")
+    if asset.partitions is None and step.partition:
+        raise UsageError(f"asset '{step.asset}' is not partitioned: drop '@{step.partition}'")
+    options = _options([step.asset], sets, profile, partition=step.partition or None)
     with open_stores(proj.settings) as stores:
-        _, result = preview(proj, _options([step.asset], sets, profile), stores)
+        engine, result = preview(proj, options, stores)
         latest = stores.meta.latest_materialization(step.asset, step.partition)
     by_step = {d.step: d for d in result.steps}
     decision = by_step[step]
-    chain = _stale_chain(decision, by_step, proj.graph)
+    chain = _stale_chain(decision, by_step, engine.inputs_of())
     fresh = decision.action != "run"
     if as_json:
         print_json(
@@ -249,13 +267,18 @@ def why(
         console().print(f"  last materialized by run {latest.run_id} ({ago(latest.created_at)})")
 
 
-def _stale_chain(decision: Any, by_step: dict[Any, Any], graph: Any) -> list[Any]:
-    """The upstream steps that will run and are the root causes (their own reason is not "upstream runs")."""
+def _stale_chain(decision: Any, by_step: dict[Any, Any], inputs_of: dict[Any, list[Any]]) -> list[Any]:
+    """The upstream steps that will run for a reason of their own: the root causes of "upstream runs"."""
     if decision.reason.code.value != "upstream runs":
         return []
-    roots = []
-    for name in sorted(graph.ancestors([decision.step.asset])):
-        for step, d in by_step.items():
-            if step.asset == name and d.action == "run" and d.reason.code.value != "upstream runs":
-                roots.append(d)
-    return roots
+    roots, seen, stack = [], set(), list(inputs_of.get(decision.step, []))
+    while stack:
+        step = stack.pop()
+        if step in seen:
+            continue
+        seen.add(step)
+        d = by_step[step]
+        if d.action == "run" and d.reason.code.value != "upstream runs":
+            roots.append(d)
+        stack.extend(inputs_of.get(step, []))
+    return sorted(roots, key=lambda d: str(d.step))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -71,7 +71,7 @@ class TimePartitions:
     def window(self, key: str) -> tuple[datetime, datetime]:
         """The period a key stands for: ``(start, end)`` as time-zone aware datetimes."""
         begin = self.parse(key)
-        return begin.astimezone(self.zone), _next(begin, self.unit, self.zone).astimezone(self.zone)
+        return _fixed(begin, self.zone), _fixed(_next(begin, self.unit, self.zone), self.zone)
 
     def parse(self, key: str) -> datetime:
         """The start of the period a key names (UTC), or a `UsageError` naming the expected form."""
@@ -225,6 +225,14 @@ _EXAMPLES = {
     "weekly": "the Monday of the week, like 2026-06-01",
     "monthly": "like 2026-06",
 }
+
+
+def _fixed(moment: datetime, zone: ZoneInfo) -> datetime:
+    """Local time with a fixed-offset tzinfo, so that ``end - start`` counts real elapsed time across DST."""
+    local = moment.astimezone(zone)
+    offset = local.utcoffset()
+    assert offset is not None
+    return local.replace(tzinfo=timezone(offset))
 
 
 def _zone(name: str) -> ZoneInfo:

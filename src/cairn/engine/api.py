@@ -141,12 +141,13 @@ class AssetStatus:
 
 
 def status(project: Project, stores: Stores, options: RunOptions | None = None) -> list[AssetStatus]:
-    """Every selected asset: fresh, stale or never materialized, with the reason and latest result."""
+    """Every selected asset partition: fresh, stale or missing, with the reason and latest result."""
     _, result = preview(project, options or RunOptions(), stores)
+    latest = stores.meta.latest_materializations()
     out = []
     for decision in result.steps:
-        latest = stores.meta.latest_materialization(decision.step.asset, decision.step.partition)
-        out.append(AssetStatus(decision.step, _state(decision, latest), str(decision.reason), latest))
+        mat = latest.get((decision.step.asset, decision.step.partition))
+        out.append(AssetStatus(decision.step, _state(decision, mat), str(decision.reason), mat))
     return out
 
 

@@ -66,6 +66,17 @@ _INSERT_MAT = (
 )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """One object that a materialization refers to: its digest, recorded size and format, and whose it is."""
+
+    digest: str
+    size: int
+    format: str
+    asset: str
+    partition: str
+
+
 def open_metadata(url: str, project_dir: str | os.PathLike[str]) -> MetadataStore:
     """Open the metadata database at `url`, applying pending schema migrations.
 
@@ -522,6 +533,63 @@ class MetadataStore:
         rows = self._rows("read referenced digests", "SELECT DISTINCT data_version FROM materializations")
         return {str(row[0]) for row in rows}
 
+    def referenced_objects(self) -> list[ObjectRef]:
+        """Every object a materialization refers to, once per (object, size, format, asset, partition)."""
+        rows = self._rows(
+            "read referenced objects",
+            "SELECT DISTINCT data_version, size, format, asset, partition FROM materializations "
+            "ORDER BY data_version, asset, partition",
+        )
+        return [ObjectRef(str(d), int(size), str(fmt), str(a), str(p)) for d, size, fmt, a, p in rows]
+
+    def materializations_with_version(
+        self, asset: str, partition: str, data_version: str, limit: int = 20
+    ) -> list[Materialization]:
+        """The materializations of one asset partition that stored exactly this data version, newest first."""
+        rows = self._rows(
+            f"find {asset}@{partition} at {data_version}",
+            f"SELECT {_MAT_COLUMNS} FROM materializations WHERE data_version = ? AND asset = ? AND partition = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (data_version, asset, partition, limit),
+        )
+        return self._with_inputs(rows)
+
+    def run_materializations(self, run_id: str) -> dict[tuple[str, str], Materialization]:
+        """The materialization each successful step of a run produced or reused, by ``(asset, partition)``.
+
+        A step records its cache key and data version; of the materializations with both, the one the run
+        committed is chosen, else the newest one created before the run started (what a cache hit read),
+        else the newest (a concurrent run's result).
+        """
+        run = self.get_run(run_id)
+        steps = [s for s in self.run_steps(run_id) if s.cache_key is not None and s.data_version is not None]
+        if run is None or not steps:
+            return {}
+        rows: list[Any] = []
+        for chunk in _chunks(list(dict.fromkeys(str(s.cache_key) for s in steps))):
+            rows += self._rows(
+                f"read the materializations of run {run_id}",
+                f"SELECT {_MAT_COLUMNS} FROM materializations WHERE cache_key IN ({_marks(len(chunk))})",
+                chunk,
+            )
+        candidates: dict[tuple[str, str], list[Any]] = {}
+        for row in rows:
+            values = dict(zip(_MAT_FIELDS, row, strict=True))
+            candidates.setdefault((values["cache_key"], values["data_version"]), []).append(row)
+        chosen = []
+        for step in steps:
+            found = candidates.get((str(step.cache_key), str(step.data_version)))
+            if found:
+                chosen.append(min(found, key=lambda row: _run_preference(row, run_id, run.created_at)))
+        return {(mat.asset, mat.partition): mat for mat in self._with_inputs(chosen)}
+
+    def runs_with_status(self, status: str) -> list[RunRecord]:
+        """Every run with this status, newest first (e.g. the ``running`` ones, for `gc`)."""
+        rows = self._rows(
+            f"list {status} runs", f"SELECT {_RUN_COLUMNS} WHERE r.status = ? ORDER BY r.id DESC", (status,)
+        )
+        return [_run(row) for row in rows]
+
     # -- logs --------------------------------------------------------------------------------------
 
     def add_logs(self, records: Sequence[LogRecord]) -> None:
@@ -643,6 +711,20 @@ def _mat_params(mat: Materialization) -> list[Any]:
         _dumps(getattr(mat, name), f"the {name} of {step}") if name in _MAT_JSON else getattr(mat, name)
         for name in _MAT_WRITTEN
     ]
+
+
+_MAT_ID, _MAT_RUN_ID, _MAT_CREATED_AT = (_MAT_FIELDS.index(name) for name in ("id", "run_id", "created_at"))
+
+
+def _run_preference(row: Sequence[Any], run_id: str, run_created_at: float) -> tuple[int, int]:
+    """Sort key: the run's own commit first, then what existed when it started (newest first), then the rest."""
+    if row[_MAT_RUN_ID] == run_id:
+        rank = 0
+    elif row[_MAT_CREATED_AT] <= run_created_at:
+        rank = 1
+    else:
+        rank = 2
+    return rank, -int(row[_MAT_ID])
 
 
 def _run(row: Sequence[Any]) -> RunRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 
 from cairn.core.records import (
     ABANDONED,
+    CACHED,
     EXECUTED,
     FAILED,
     PENDING,
@@ -25,7 +27,7 @@ from cairn.core.records import (
     StepRecord,
 )
 from cairn.errors import LeaseLost, StoreError, UsageError
-from cairn.storage.metadata import MetadataStore, open_metadata
+from cairn.storage.metadata import MetadataStore, ObjectRef, open_metadata
 from cairn.storage.schema import supported_schema_version
 
 OpenStore = Callable[[], MetadataStore]
@@ -470,6 +472,61 @@ class MetadataStoreContract:
             mat = make_mat(key, data_version=version)
             store.commit_materialization(mat, make_step(mat), None)
         assert store.referenced_digests() == {"b3:x", "b3:y"}
+
+    def test_referenced_objects_list_each_object_with_its_size_format_and_owner(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        assert store.referenced_objects() == []
+        for key, version, asset in (("k1", "b3:x", "a"), ("k2", "b3:y", "b"), ("k3", "b3:x", "a")):
+            mat = make_mat(key, asset=asset, data_version=version, size=7, format="files")
+            store.commit_materialization(mat, make_step(mat), None)
+        assert store.referenced_objects() == [
+            ObjectRef("b3:x", 7, "files", "a", ""),
+            ObjectRef("b3:y", 7, "files", "b", ""),
+        ]
+
+    def test_materializations_with_a_data_version(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        for key, version, partition in (("k1", "v1", "p"), ("k2", "v2", "p"), ("k3", "v1", "p"), ("k4", "v1", "q")):
+            mat = make_mat(key, data_version=version, partition=partition)
+            store.commit_materialization(mat, make_step(mat), None)
+        found = store.materializations_with_version("features", "p", "v1")
+        assert [m.cache_key for m in found] == ["k3", "k1"] and found[0].inputs == make_mat("x").inputs
+        assert [m.cache_key for m in store.materializations_with_version("features", "p", "v1", limit=1)] == ["k3"]
+        assert store.materializations_with_version("features", "p", "v9") == []
+        assert store.materializations_with_version("other", "p", "v1") == []
+
+    def test_run_materializations_are_what_each_step_produced_or_reused(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        reused = make_mat("k1", asset="a", run_id="run-1")
+        store.commit_materialization(reused, make_step(reused), None)
+        time.sleep(0.02)
+        start_run(store, "run-2", created_at=store.now() + 0.001)
+        time.sleep(0.02)
+        fresh = make_mat("k2", asset="b", run_id="run-2")
+        store.commit_materialization(fresh, make_step(fresh), None)
+        cached = dataclasses.replace(make_step(reused, CACHED), run_id="run-2")
+        failed = StepRecord("run-2", "c", "", FAILED, "never materialized", cache_key="k9", attempts=1)
+        store.upsert_steps([cached, failed])
+        start_run(store, "run-3")
+        again = make_mat("k1", asset="a", run_id="run-3")  # the same key, committed after run-2 started
+        store.commit_materialization(again, make_step(again), None)
+        found = store.run_materializations("run-2")
+        assert {pair: (m.cache_key, m.run_id) for pair, m in found.items()} == {
+            ("a", ""): ("k1", "run-1"),
+            ("b", ""): ("k2", "run-2"),
+        }
+        assert found[("a", "")].inputs == reused.inputs
+        assert store.run_materializations("run-3")[("a", "")].run_id == "run-3"
+        assert store.run_materializations("nope") == {}
+
+    def test_runs_with_a_status_newest_first(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        start_run(store, "run-2")
+        start_run(store, "run-3")
+        store.finish_run("run-2", SUCCEEDED)
+        assert [r.run_id for r in store.runs_with_status(RUNNING)] == ["run-3", "run-1"]
+        assert [r.run_id for r in store.runs_with_status(SUCCEEDED)] == ["run-2"]
+        assert store.runs_with_status(FAILED) == []
 
     def test_values_that_are_not_json_are_refused(self, store: MetadataStore) -> None:
         start_run(store, "run-1")
