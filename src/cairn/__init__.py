@@ -95,11 +95,11 @@ def materialize(selection: Any = (), **options: Any) -> RunResult:
     return run(selection, **options)
 
 
-def load(name: str, partition: str | None = None, project: Any = ".") -> Any:
-    """The stored value of an asset's latest materialization, checksum-verified."""
+def load(name: str, partition: str | None = None, project: Any = ".", snapshot: str | None = None) -> Any:
+    """The stored value of an asset's latest materialization (or the one `snapshot` pinned), checksum-verified."""
     from cairn.engine.api import load as load_value
 
-    return load_value(name, partition, project)
+    return load_value(name, partition, project, snapshot)
 
 
 __all__ = [

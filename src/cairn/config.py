@@ -23,7 +23,7 @@ _SECTIONS = ("project", "storage", "executor", "defaults", "profiles", "pools", 
 _KEYS: dict[str, tuple[str, ...]] = {
     "project": ("name", "modules", "seed"),
     "storage": ("artifacts", "database"),
-    "executor": ("kind", "workers", "address"),
+    "executor": ("kind", "workers", "address", "start"),
     "defaults": ("retry", "timeout"),
     "engine": ("heartbeat_s", "lease_ttl_s", "stale_after_s"),
 }
@@ -42,6 +42,7 @@ class Settings:
     executor: str = "process"
     workers: int = 0
     executor_address: str | None = None
+    executor_start: str = "fork"
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None
     profiles: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
@@ -117,6 +118,7 @@ def parse_settings(data: Mapping[str, Any], root: Path) -> Settings:
         executor=kind,
         workers=_non_negative(executor.get("workers", 0), "[executor] workers"),
         executor_address=executor.get("address"),
+        executor_start=_choice(executor.get("start", "fork"), ("fork", "spawn"), "[executor] start"),
         retry=_retry(defaults.get("retry", {}), "[defaults] retry"),
         timeout=_timeout(defaults.get("timeout")),
         profiles=_profiles(data.get("profiles", {})),
@@ -147,6 +149,12 @@ def _typed(value: Any, kind: type, where: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{CONFIG_FILE}: {where} must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
     return value
+
+
+def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{CONFIG_FILE}: {where} = {value!r} is not one of {', '.join(choices)}")
+    return str(value)
 
 
 def _non_negative(value: Any, where: str) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.metadata
 import os
 import sys
 import traceback
@@ -97,6 +96,10 @@ def load_project(project: str | os.PathLike[str] | Settings = ".") -> Project:
 
 def installed_versions(dists: tuple[str, ...]) -> dict[str, str]:
     """Installed versions of distributions named by ``env=`` ("not installed" for missing ones)."""
+    if not dists:
+        return {}
+    import importlib.metadata
+
     out = {}
     for dist in dists:
         try:

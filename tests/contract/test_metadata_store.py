@@ -63,21 +63,25 @@ def test_other_urls_are_refused_naming_the_accepted_forms(url: str, tmp_path: Pa
         open_metadata(url, tmp_path)
 
 
-def _with_extra_migration(monkeypatch: pytest.MonkeyPatch, folder: Path, sql: str) -> None:
-    """Make cairn see one more migration file, ``0002_extra.sql``, after its packaged ones."""
-    extra = folder / "0002_extra.sql"
-    extra.write_text(sql, encoding="utf-8")
+def _with_extra_migration(monkeypatch: pytest.MonkeyPatch, folder: Path, sql: str) -> int:
+    """Make cairn see one more migration file after its packaged ones; return its version."""
     packaged = schema._migrations()
-    monkeypatch.setattr(schema, "_migrations", lambda: [*packaged, (2, extra)])
+    version = packaged[-1][0] + 1
+    extra = folder / f"{version:04d}_extra.sql"
+    extra.write_text(sql, encoding="utf-8")
+    monkeypatch.setattr(schema, "_migrations", lambda: [*packaged, (version, extra)])
+    return version
 
 
 def test_an_older_database_is_upgraded_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with open_metadata("sqlite:///meta.db", tmp_path) as store:
         start_run(store, "run-1")
-    _with_extra_migration(monkeypatch, tmp_path, "CREATE TABLE extra (x INTEGER);\nINSERT INTO extra VALUES (7)")
+    version = _with_extra_migration(
+        monkeypatch, tmp_path, "CREATE TABLE extra (x INTEGER);\nINSERT INTO extra VALUES (7)"
+    )
     with open_metadata("sqlite:///meta.db", tmp_path) as store:
         assert store.get_run("run-1") is not None
-        assert store._rows("test", "SELECT MAX(version) FROM schema_version")[0][0] == 2
+        assert store._rows("test", "SELECT MAX(version) FROM schema_version")[0][0] == version
         assert store._rows("test", "SELECT x FROM extra") == [(7,)]
 
 
@@ -88,6 +92,6 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest
         open_metadata("sqlite:///meta.db", tmp_path)
     monkeypatch.undo()
     with open_metadata("sqlite:///meta.db", tmp_path) as store:
-        assert store._rows("test", "SELECT MAX(version) FROM schema_version")[0][0] == 1
+        assert store._rows("test", "SELECT MAX(version) FROM schema_version")[0][0] == schema.supported_schema_version()
         tables = store._rows("test", "SELECT name FROM sqlite_master WHERE name = 'extra'")
         assert tables == []

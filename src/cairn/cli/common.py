@@ -59,6 +59,29 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
+_ANSI = {"green": "32", "dim": "2", "bold red": "1;31", "yellow": "33", "cyan": "36", "magenta": "35", "red": "31"}
+
+
+def print_rows(headers: list[str], rows: list[list[str]]) -> None:
+    """Aligned plain-text columns, fast for thousands of rows; statuses are coloured on a terminal only."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    colour = sys.stdout.isatty()
+    out = [_row(headers, widths, bold=colour)]
+    out += [_row(r, widths, colour=colour) for r in rows]
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def _row(cells: list[str], widths: list[int], bold: bool = False, colour: bool = False) -> str:
+    parts = []
+    for cell, width in zip(cells, widths, strict=True):
+        text = cell.ljust(width)
+        code = _ANSI.get(STATUS_STYLE.get(cell, "")) if colour else None
+        if bold:
+            code = "1"
+        parts.append(f"\033[{code}m{text}\033[0m" if code else text)
+    return "  ".join(parts).rstrip()
+
+
 def table(*columns: str) -> Any:
     """A borderless Rich table with bold headers."""
     from rich.table import Table

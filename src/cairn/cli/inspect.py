@@ -20,8 +20,8 @@ from cairn.cli.common import (
     parse_sets,
     partition_range,
     print_json,
+    print_rows,
     short,
-    styled,
     table,
 )
 from cairn.errors import UsageError
@@ -144,11 +144,8 @@ def plan(
     if as_json:
         print_json({"steps": steps, "to_run": len(result.to_run)})
         return
-    grid = table("step", "action", "reason")
-    for d in result.steps:
-        grid.add_row(str(d.step), styled(d.action), escape(str(d.reason)))
-    console().print(grid)
-    console().print(f"{len(result.to_run)} to run, {len(result.steps) - len(result.to_run)} cached")
+    print_rows(["step", "action", "reason"], [[str(d.step), d.action, str(d.reason)] for d in result.steps])
+    typer.echo(f"{len(result.to_run)} to run, {len(result.steps) - len(result.to_run)} cached")
 
 
 def status(
@@ -179,7 +176,7 @@ def status(
             ]
         )
         return
-    grid = table("asset", "state", "last materialized", "run", "data version", "reason")
+    out = []
     for name, group in _by_asset(rows):
         latest = max((r.latest for r in group if r.latest), key=lambda m: m.created_at, default=None)
         stale = [r for r in group if r.state != "fresh"]
@@ -189,15 +186,17 @@ def status(
             counts = {k: sum(1 for r in group if r.state == k) for k in ("fresh", "stale", "missing")}
             state = f"{len(group)} partitions: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         reason = f"{stale[0].step}: {stale[0].reason}" if stale and group[0].step.partition else ""
-        grid.add_row(
-            name,
-            styled(state) if len(group) == 1 else state,
-            ago(latest.created_at) if latest else "never",
-            latest.run_id if latest else "-",
-            short(latest.data_version) if latest and len(group) == 1 else "-",
-            escape(reason or (stale[0].reason if stale else "")),
+        out.append(
+            [
+                name,
+                state,
+                ago(latest.created_at) if latest else "never",
+                latest.run_id if latest else "-",
+                short(latest.data_version) if latest and len(group) == 1 else "-",
+                reason or (stale[0].reason if stale else ""),
+            ]
         )
-    console().print(grid)
+    print_rows(["asset", "state", "last materialized", "run", "data version", "reason"], out)
 
 
 def _by_asset(rows: list[Any]) -> list[tuple[str, list[Any]]]:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cairn.cli import history, inspect, run
+from cairn.cli import datasets, history, inspect, lineage, run
 from cairn.cli.common import err_console, escape
 from cairn.cli.init import init
 from cairn.errors import CairnError, UsageError
@@ -42,6 +42,8 @@ app.command()(init)
 inspect.register(app)
 run.register(app)
 history.register(app)
+datasets.register(app)
+lineage.register(app)
 
 
 def main() -> None:

@@ -69,10 +69,14 @@ class Progress:
 
         done = sum(self.counts.get(s, 0) for s in ("executed", "cached"))
         elapsed = time.monotonic() - self.started
+        finished = done + self.counts.get("failed", 0) + self.counts.get("skipped", 0)
         line = (
             f"{done}/{self.total} done · {len(self.running)} running · {self.counts.get('failed', 0)} failed · "
             f"{self.counts.get('skipped', 0)} skipped · {elapsed:.1f}s"
         )
+        if finished and elapsed > 1 and finished < self.total:
+            rate = finished / elapsed
+            line += f" · {rate:.1f} steps/s · ~{(self.total - finished) / rate:.0f}s left"
         running = ", ".join(sorted(self.running)[:4])
         body = "\n".join([line, *self.recent[-3:], f"[cyan]running[/] {running}" if running else ""])
         return Text.from_markup(body.rstrip())
@@ -92,6 +96,9 @@ def run(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Run the selected assets even if cached.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start nothing new after a failure.")] = False,
+    snapshot: Annotated[
+        str | None, typer.Option("--snapshot", help="Read upstream assets outside the selection from this snapshot.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Materialize a selection: run what is stale, reuse what is cached."""
@@ -109,29 +116,44 @@ def run(
         overrides=parse_sets(sets),
         partition=partition,
         partition_range=partition_range(partition, first, last),
+        snapshot=snapshot,
     )
     resume = _resume(project, options, sets)
     proj = load_project(project)
+    result, elapsed = execute_with_progress(proj, options, as_json, resume, execute)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        summary(result, elapsed)
+    if not result.ok:
+        err_console().print(f"run {result.run_id} {result.status}; resume with: {escape(resume)}")
+        raise typer.Exit(1)
+
+
+def execute_with_progress(
+    proj: Any, options: Any, quiet: bool, resume: str, execute: Any, also: Any = None
+) -> tuple[Any, float]:
+    """Run with a live progress line on a terminal; on Ctrl-C print how to resume and exit 130."""
     progress = Progress()
+
+    def on_event(event: Any) -> None:
+        progress(event)
+        if also is not None:
+            also(event)
+
     try:
-        if not as_json and sys.stdout.isatty():
+        if not quiet and sys.stdout.isatty():
             from rich.live import Live
 
             with Live(progress.render(), console=console(), refresh_per_second=8, transient=True) as live:
                 progress.live = live
-                result = execute(proj, options, progress)
+                result = execute(proj, options, on_event)
         else:
-            result = execute(proj, options, progress)
+            result = execute(proj, options, on_event)
     except KeyboardInterrupt:
         err_console().print(f"[yellow]interrupted[/]; resume with: {escape(resume)}")
         raise typer.Exit(130) from None
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        _summary(result, time.monotonic() - progress.started)
-    if not result.ok:
-        err_console().print(f"run {result.run_id} {result.status}; resume with: {escape(resume)}")
-        raise typer.Exit(1)
+    return result, time.monotonic() - progress.started
 
 
 def _resume(project: str, options: Any, sets: list[str] | None) -> str:
@@ -147,10 +169,12 @@ def _resume(project: str, options: Any, sets: list[str] | None) -> str:
         parts += ["--set", item]
     if options.profile:
         parts += ["--profile", options.profile]
+    if options.snapshot:
+        parts += ["--snapshot", options.snapshot]
     return shlex.join(parts)
 
 
-def _summary(result: Any, elapsed: float) -> None:
+def summary(result: Any, elapsed: float) -> None:
     shown = [s for s in result.steps if s.status != "cached"]
     if shown:
         grid = table("step", "status", "attempts", "duration", "reason")

@@ -145,13 +145,14 @@ def asset(
 
     def build(func: Callable[..., Any]) -> AssetDef:
         asset_name: str = name or str(getattr(func, "__name__", ""))
+        signature = _signature(asset_name, func)
         where = _location(func)
         validate_name(asset_name)
         return AssetDef(
             name=asset_name,
             fn=func,
-            inputs=_inputs(asset_name, func, ins or {}),
-            context_param=_context_param(func),
+            inputs=_inputs(asset_name, func, signature, ins or {}),
+            context_param=_context_param(signature),
             params=_checked_params(asset_name, params or {}),
             partitions=_checked_partitions(asset_name, partitions),
             retry=_checked(asset_name, "retry", retry, Retry),
@@ -229,18 +230,23 @@ def _is_context(param: inspect.Parameter) -> bool:
     return annotation.rsplit(".", 1)[-1] == "Context" or (param.name in CONTEXT_NAMES and not annotation)
 
 
-def _context_param(func: Callable[..., Any]) -> str | None:
-    for param in inspect.signature(func).parameters.values():
+def _signature(asset_name: str, func: Callable[..., Any]) -> inspect.Signature:
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"asset '{asset_name}': cannot read the function's signature ({exc})") from exc
+
+
+def _context_param(signature: inspect.Signature) -> str | None:
+    for param in signature.parameters.values():
         if _is_context(param):
             return param.name
     return None
 
 
-def _inputs(asset_name: str, func: Callable[..., Any], ins: Mapping[str, str | InputMapping]) -> tuple[Input, ...]:
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError) as exc:
-        raise DefinitionError(f"asset '{asset_name}': cannot read the function's signature ({exc})") from exc
+def _inputs(
+    asset_name: str, func: Callable[..., Any], signature: inspect.Signature, ins: Mapping[str, str | InputMapping]
+) -> tuple[Input, ...]:
     inputs = []
     names = set(signature.parameters)
     for param in signature.parameters.values():

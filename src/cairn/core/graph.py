@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -102,7 +103,7 @@ def _check_mapping(consumer: AssetDef, inp: Input, producer: AssetDef) -> None:
 
 
 def _topological_order(upstream: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """Kahn's algorithm, ties broken by name so that the order is stable; a cycle raises with its path."""
+    """Kahn's algorithm taking the smallest ready name first, so the order is stable and reads naturally."""
     remaining = {name: len(ups) for name, ups in upstream.items()}
     children: dict[str, list[str]] = {name: [] for name in upstream}
     for name, ups in upstream.items():
@@ -111,12 +112,12 @@ def _topological_order(upstream: Mapping[str, tuple[str, ...]]) -> tuple[str, ..
     ready = sorted(name for name, n in remaining.items() if n == 0)
     order: list[str] = []
     while ready:
-        name = ready.pop()
+        name = heapq.heappop(ready)
         order.append(name)
         for child in children[name]:
             remaining[child] -= 1
             if remaining[child] == 0:
-                ready.append(child)
+                heapq.heappush(ready, child)
     if len(order) < len(upstream):
         cycle = _find_cycle({n: ups for n, ups in upstream.items() if remaining[n] > 0})
         raise DefinitionError(

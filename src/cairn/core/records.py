@@ -124,3 +124,29 @@ class LogRecord:
     created_at: float
     level: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """A named, pinned set of materializations: a dataset version."""
+
+    name: str
+    created_at: float
+    selection: str
+    entries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRecord:
+    """A recorded run over a partition range; resuming it starts another run over the same range."""
+
+    backfill_id: str
+    selection: str
+    first_key: str
+    last_key: str
+    status: str
+    created_at: float
+    finished_at: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    steps_total: int = 0
+    run_ids: tuple[str, ...] = ()

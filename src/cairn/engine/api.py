@@ -57,6 +57,7 @@ def materialize(
     params: Mapping[str, Mapping[str, Any]] | None = None,
     partition: str | None = None,
     partition_range: tuple[str, str] | None = None,
+    snapshot: str | None = None,
     on_event: EventSink | None = None,
     executor_instance: Executor | None = None,
 ) -> RunResult:
@@ -73,6 +74,7 @@ def materialize(
         params: per-asset param overrides, ``{"asset": {"param": value}}``.
         partition: materialize only this partition key of the partitioned selected assets.
         partition_range: ``(first, last)`` keys, both included.
+        snapshot: read upstream assets outside the selection from this snapshot instead of recomputing them.
         on_event: called with every progress `Event`.
         executor_instance: an executor object to use instead of building one.
     """
@@ -87,6 +89,7 @@ def materialize(
         overrides=params or {},
         partition=partition,
         partition_range=partition_range,
+        snapshot=snapshot,
     )
     return execute(loaded, options, on_event, executor_instance)
 
@@ -99,8 +102,8 @@ def execute(
         return Engine(project, stores.meta, stores.artifacts, options, on_event, executor).run()
 
 
-def load(name: str, partition: str | None = None, project: ProjectArg = ".") -> Any:
-    """The stored value of the latest materialization of an asset (partition).
+def load(name: str, partition: str | None = None, project: ProjectArg = ".", snapshot: str | None = None) -> Any:
+    """The stored value of the latest materialization of an asset (partition), or the one a snapshot pinned.
 
     The object's checksum is verified before it is deserialized.
     """
@@ -113,6 +116,13 @@ def load(name: str, partition: str | None = None, project: ProjectArg = ".") -> 
     )
     step = StepId(validate_name(name), validate_partition(partition or ""))
     with open_stores(settings) as stores:
+        if snapshot is not None:
+            pinned = stores.meta.snapshot(snapshot).get((step.asset, step.partition))
+            if pinned is None:
+                raise UsageError(
+                    f"snapshot '{snapshot}' does not pin '{step}'; `cairn snapshot show {snapshot}` lists it"
+                )
+            return convert_table(load_stored(pinned.stored, stores.artifacts), "")
         mat = stores.meta.latest_materialization(step.asset, step.partition)
         if mat is None:
             known = sorted({a for a, _ in stores.meta.latest_materializations()})

@@ -15,7 +15,6 @@ import heapq
 import os
 import random
 import secrets
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from cairn.core.asset import AssetDef
 from cairn.core.events import RUN_FINISHED, RUN_STARTED, STEP_FINISHED, STEP_RETRYING, STEP_STARTED, Event
 from cairn.core.keys import StepId, derive_seed
 from cairn.core.partitions import check_key, key_range
-from cairn.core.plan import RUN, Decision, StepSpec, critical_path, decide
+from cairn.core.plan import CACHED_ACTION, RUN, Decision, Reason, ReasonCode, StepSpec, critical_path, decide
 from cairn.core.retry import BreakerPolicy, CircuitBreaker, Retry
 from cairn.core.selection import select
 from cairn.core.steps import StepInput, expand
@@ -57,6 +56,7 @@ class RunOptions:
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     partition: str | None = None
     partition_range: tuple[str, str] | None = None
+    snapshot: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +159,7 @@ class Engine:
         self.options = options
         self.on_event = on_event or (lambda event: None)
         self.run_id = new_run_id()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = f"{os.uname().nodename}:{os.getpid()}"
         self.history = StoreHistory(meta, artifacts)
         self.states: dict[StepId, _State] = {}
         self.order: list[StepId] = []
@@ -178,6 +178,8 @@ class Engine:
         self.kind = options.executor or self.settings.executor
         self._held: dict[StepId, tuple[float, int]] = {}
         self.now = datetime.now(UTC)
+        self.targets: set[str] = set()
+        self.pinned: dict[tuple[str, str], R.Materialization] = {}
         self._all_keys: dict[str, list[str]] = {}
         self._code: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
         self._seq = 0
@@ -189,6 +191,9 @@ class Engine:
         """Resolve the selection into steps (asset x partition) with their key material; observe sources."""
         graph = self.project.graph
         targets = select(graph, self.options.selection)
+        self.targets = targets
+        if self.options.snapshot is not None:
+            self.pinned = self.meta.snapshot(self.options.snapshot)
         target_keys = [(name, self._target_keys(graph.assets[name])) for name in sorted(targets)]
         self._check_partition_option(targets)
         order, inputs = expand(graph, target_keys, self._keys)
@@ -280,7 +285,9 @@ class Engine:
     def executor(self) -> Executor:
         if self._executor is None:
             workers = self.options.workers or self.settings.workers
-            self._executor = create_executor(self.kind, workers, self.settings.executor_address)
+            self._executor = create_executor(
+                self.kind, workers, self.settings.executor_address, self.settings.executor_start
+            )
         return self._executor
 
     def inputs_of(self) -> dict[StepId, list[StepId]]:
@@ -357,6 +364,9 @@ class Engine:
             "workers": o.workers,
             "profile": o.profile,
             "set": {a: dict(v) for a, v in o.overrides.items()},
+            "partition": o.partition,
+            "partition_range": list(o.partition_range) if o.partition_range else None,
+            "snapshot": o.snapshot,
         }
 
     def _loop(self) -> None:
@@ -424,6 +434,12 @@ class Engine:
             if empty:
                 self._skip(step, f"no partition of input '{empty[0]}' exists yet")
                 continue
+            pinned = self._pinned(step)
+            if pinned is not None:
+                reason = f"pinned by snapshot {self.options.snapshot}"
+                st.decision = Decision(step, CACHED_ACTION, Reason(ReasonCode.CACHED, reason), pinned.cache_key, pinned)
+                work.extend(self._resolve(step, R.CACHED, reason, pinned, decide_children=False))
+                continue
             refs = []
             for up in _distinct(st.ups):
                 mat = self.states[up].mat
@@ -437,6 +453,13 @@ class Engine:
             else:
                 assert decision.cached is not None
                 work.extend(self._resolve(step, R.CACHED, st.reason, decision.cached, decide_children=False))
+
+    def _pinned(self, step: StepId) -> R.Materialization | None:
+        """With --snapshot, an upstream step outside the selection reads its pinned materialization."""
+        mat = self.pinned.get((step.asset, step.partition))
+        if mat is None or step.asset in self.targets or self.artifacts.size(mat.data_version) != mat.size:
+            return None
+        return mat
 
     def _push(self, step: StepId) -> None:
         self._seq += 1
@@ -516,7 +539,8 @@ class Engine:
         st = self.states[step]
         assert st.decision is not None and st.decision.cache_key is not None
         key = st.decision.cache_key
-        token = self.meta.acquire_lease(key, self.run_id, self.owner, self.settings.lease_ttl_s)
+        attempt = R.AttemptRecord(self.run_id, step.asset, step.partition, st.attempts + 1, "running", time.time())
+        token = self.meta.acquire_lease(key, self.run_id, self.owner, self.settings.lease_ttl_s, attempt)
         if token is None:
             self._take_over_dead(key)
             self.lease_wait[step] = time.monotonic() + 0.1
@@ -527,14 +551,12 @@ class Engine:
             hit = self.history.cached(step, key)
             if hit is not None:
                 self.meta.release_lease(key, token)
+                self.meta.finish_attempt(self.run_id, step.asset, step.partition, attempt.attempt, "reused")
                 self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
                 return
         st.token = token
         st.attempts += 1
         st.status = "running"
-        self.meta.start_attempt(
-            R.AttemptRecord(self.run_id, step.asset, step.partition, st.attempts, "running", time.time(), None, token)
-        )
         job = StepJob(
             project_dir=str(self.settings.root),
             artifacts_url=self.settings.artifacts,
@@ -548,14 +570,14 @@ class Engine:
             inputs=self._inputs(st),
             source_path=st.source_path,
             capture_output=self.kind == "process",
+            timeout=st.asset.timeout or self.settings.timeout,
         )
         self.cpu_used += cpu
         self.mem_used += mem
         if st.asset.pool:
             self.pool_use[st.asset.pool] = self.pool_use.get(st.asset.pool, 0) + 1
         self.on_event(Event(STEP_STARTED, self.run_id, step, "running", st.reason))
-        timeout = st.asset.timeout or self.settings.timeout
-        ticket = self.executor.submit(run_step, job, timeout)
+        ticket = self.executor.submit(run_step, job, job.timeout)
         self.running[ticket] = step
         self._held[step] = (cpu, mem)
 
@@ -566,7 +588,7 @@ class Engine:
             return
         run_id, owner = holder
         host, _, pid = owner.rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+        if host != os.uname().nodename or not pid.isdigit() or _alive(int(pid)):
             return
         self.meta.abandon_run(run_id, f"its engine (process {pid}) is no longer running")
 
@@ -648,10 +670,14 @@ class Engine:
         try:
             self.meta.commit_materialization(mat, record, (mat.cache_key, st.token))
         except LeaseLost:
-            self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, "lost", "lease lost")
-            self._attempt_failed(
-                step, StepOutcome("failed", error="LeaseLost: another engine took over", retryable=True)
-            )
+            # Another engine took the key over; if it committed, its result is as good as this one.
+            hit = self.history.cached(step, mat.cache_key)
+            if hit is not None:
+                self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, "lost", "lease lost")
+                self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
+                return
+            lost = StepOutcome("failed", error="LeaseLost: another engine took this step over", retryable=True)
+            self._attempt_failed(step, lost)
             return
         st.duration = outcome.duration_s
         self.history.remember(mat)

@@ -9,6 +9,8 @@ import contextlib
 import io as stdio
 import json
 import shutil
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from cairn.core.partitions import context_window
 from cairn.core.records import InputRef, StoredValue
 from cairn.engine.context import Checkpoint, Context
 from cairn.errors import NonRetryable, StepTimeout
+from cairn.executors.base import job_started
 
 SOURCE_FORMAT = "source"
 
@@ -59,6 +62,7 @@ class StepJob:
     inputs: tuple[InputSpec, ...] = ()
     source_path: str | None = None
     capture_output: bool = False
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +100,13 @@ def run_step(job: StepJob) -> StepOutcome:
         if asset.context_param:
             kwargs[asset.context_param] = ctx
         assert asset.fn is not None
-        with _captured(out, job.capture_output):
+        job_started()
+        with _captured(out, job.capture_output), _alarm(job.timeout):
             value = asset.fn(**kwargs)
         stored = _dump(value, store, asset)
         ctx.checkpoint.clear()
         return StepOutcome(OK, stored, time.perf_counter() - started, _logs(ctx, out), ctx.metrics, ctx.metadata)
-    except StepTimeout as exc:
+    except (StepTimeout, _Deadline) as exc:
         return StepOutcome(TIMEOUT, None, time.perf_counter() - started, _logs(ctx, out), error=str(exc))
     except Exception as exc:
         return StepOutcome(
@@ -154,6 +159,30 @@ def _context(job: StepJob, asset: AssetDef) -> Context:
         checkpoint=Checkpoint(checkpoint),
         partition_window=context_window(asset.partitions, job.partition),
     )
+
+
+class _Deadline(BaseException):
+    """Raised into the asset function at its timeout; a BaseException, so ``except Exception`` lets it pass."""
+
+
+@contextlib.contextmanager
+def _alarm(timeout: float | None) -> Any:
+    """Interrupt the asset function with `StepTimeout` after `timeout` seconds (in a main thread only;
+    elsewhere the executor stops waiting instead). Worker start-up and input loading do not count."""
+    if timeout is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _Deadline(f"the attempt ran longer than its timeout of {timeout} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,12 @@ class Executor(Protocol):
     capacity: Capacity
 
     def submit(self, fn: Job, arg: Any, timeout: float | None = None) -> int:
-        """Start `fn(arg)`; return a ticket. A job past `timeout` seconds is stopped and reported timed out."""
+        """Start `fn(arg)`; return a ticket.
+
+        `timeout` is the job's own limit: a job is expected to stop itself then (the step job does, where it
+        runs in a main thread); an executor that can stop it from outside (threads: stop waiting; processes:
+        kill the worker, after a grace) reports it timed out.
+        """
         ...
 
     def poll(self, timeout: float | None) -> list[Completed]:
@@ -49,6 +54,24 @@ class Executor(Protocol):
         ...
 
 
+_started_hook: Callable[[], None] | None = None
+
+
+def job_started() -> None:
+    """Called by a job when its own timed work begins (after start-up and loading inputs).
+
+    In a process worker this tells the executor to arm the job's deadline from now; elsewhere it does
+    nothing.
+    """
+    if _started_hook is not None:
+        _started_hook()
+
+
+def set_job_started_hook(hook: Callable[[], None] | None) -> None:
+    global _started_hook
+    _started_hook = hook
+
+
 def memory_mb() -> int:
     """Physical memory of this machine in MiB."""
     try:
@@ -57,7 +80,7 @@ def memory_mb() -> int:
         return 8192
 
 
-def create_executor(kind: str, workers: int, address: str | None = None) -> Executor:
+def create_executor(kind: str, workers: int, address: str | None = None, start: str = "fork") -> Executor:
     """Build the executor named by ``[executor] kind`` (or ``--executor``)."""
     if kind == "inline":
         from cairn.executors.inline import InlineExecutor
@@ -70,7 +93,7 @@ def create_executor(kind: str, workers: int, address: str | None = None) -> Exec
     if kind == "process":
         from cairn.executors.local import ProcessExecutor
 
-        return ProcessExecutor(workers)
+        return ProcessExecutor(workers, start)
     raise ConfigError(
         f"executor '{kind}' is not available in this installation: use inline, thread or process "
         f"(dask and ray need the cairn[{kind}] extra and cluster support)"

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
-from cairn.errors import StepTimeout
 from cairn.executors.base import Capacity, Completed, Job, memory_mb
 
 
 class InlineExecutor:
-    """One job at a time in the calling thread; timeouts interrupt Python code with SIGALRM."""
+    """One job at a time in the calling thread.
+
+    A job's own timeout (the step job interrupts the asset function with ``SIGALRM``) is all there is:
+    nothing can stop a job from outside the thread that runs it.
+    """
 
     def __init__(self) -> None:
         self.capacity = Capacity(cpu=1.0, memory_mb=memory_mb())
@@ -21,18 +21,13 @@ class InlineExecutor:
 
     def submit(self, fn: Job, arg: Any, timeout: float | None = None) -> int:
         self._next += 1
-        ticket = self._next
         try:
-            result = _call_with_alarm(fn, arg, timeout)
-        except StepTimeout:
-            self._done.append(Completed(ticket, timed_out=True))
+            self._done.append(Completed(self._next, result=fn(arg)))
+        except (KeyboardInterrupt, SystemExit):
+            raise
         except BaseException as exc:  # the job reports user errors itself; this is a bug in the job
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
-            self._done.append(Completed(ticket, error=f"{type(exc).__name__}: {exc}"))
-        else:
-            self._done.append(Completed(ticket, result=result))
-        return ticket
+            self._done.append(Completed(self._next, error=f"{type(exc).__name__}: {exc}"))
+        return self._next
 
     def poll(self, timeout: float | None) -> list[Completed]:
         done, self._done = self._done, []
@@ -40,19 +35,3 @@ class InlineExecutor:
 
     def close(self) -> None:
         self._done = []
-
-
-def _call_with_alarm(fn: Job, arg: Any, timeout: float | None) -> Any:
-    if timeout is None or threading.current_thread() is not threading.main_thread():
-        return fn(arg)
-
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise StepTimeout(f"the attempt ran longer than its timeout of {timeout} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        return fn(arg)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)

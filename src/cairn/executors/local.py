@@ -10,75 +10,125 @@ from __future__ import annotations
 import contextlib
 import multiprocessing.connection
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from cairn.executors.base import Capacity, Completed, Job, memory_mb
+from cairn.executors.base import Capacity, Completed, Job, memory_mb, set_job_started_hook
+
+STARTUP_GRACE_S = 60.0  # a worker's start-up and the job's input loading, before its timed work begins
+STOP_GRACE_S = 1.0  # after its timeout, how long a job has to stop itself before its worker is killed
 
 
 class ThreadExecutor:
-    """Jobs on a thread pool. A timed-out job is reported and abandoned (threads cannot be killed)."""
+    """Each job on its own thread (the engine bounds how many run at once).
+
+    A timed-out job is reported and abandoned: a thread cannot be killed, so it runs on and its late
+    result is discarded, but it holds no slot that a later job would have to wait for.
+    """
 
     def __init__(self, workers: int = 0) -> None:
         count = workers or os.cpu_count() or 1
         self.capacity = Capacity(cpu=float(count), memory_mb=memory_mb())
-        self._pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="cairn-step")
-        self._running: dict[Future[Any], tuple[int, float | None]] = {}
+        self._finished: queue.SimpleQueue[Completed] = queue.SimpleQueue()
+        self._deadlines: dict[int, float | None] = {}
         self._next = 0
 
     def submit(self, fn: Job, arg: Any, timeout: float | None = None) -> int:
         self._next += 1
-        deadline = time.monotonic() + timeout if timeout else None
-        self._running[self._pool.submit(fn, arg)] = (self._next, deadline)
-        return self._next
+        ticket = self._next
+        self._deadlines[ticket] = time.monotonic() + timeout if timeout else None
+
+        def work() -> None:
+            try:
+                self._finished.put(Completed(ticket, result=fn(arg)))
+            except BaseException as exc:
+                self._finished.put(Completed(ticket, error=f"{type(exc).__name__}: {exc}"))
+
+        threading.Thread(target=work, name=f"cairn-step-{ticket}", daemon=True).start()
+        return ticket
 
     def poll(self, timeout: float | None) -> list[Completed]:
-        if not self._running:
+        if not self._deadlines:
             return []
-        wait_for = _until_deadline(timeout, [d for _, d in self._running.values()])
-        done, _ = wait(list(self._running), timeout=wait_for, return_when=FIRST_COMPLETED)
-        out = []
-        for future in done:
-            ticket, _ = self._running.pop(future)
-            exc = future.exception()
-            out.append(Completed(ticket, error=repr(exc)) if exc else Completed(ticket, result=future.result()))
+        out: list[Completed] = []
+        try:
+            out.append(self._finished.get(timeout=_until_deadline(timeout, list(self._deadlines.values()))))
+            while True:
+                out.append(self._finished.get_nowait())
+        except queue.Empty:
+            pass
+        kept = []
+        for done in out:
+            if done.ticket in self._deadlines:  # the late result of a timed-out job is dropped
+                del self._deadlines[done.ticket]
+                kept.append(done)
         now = time.monotonic()
-        for future, (ticket, deadline) in list(self._running.items()):
+        for ticket, deadline in list(self._deadlines.items()):
             if deadline is not None and now >= deadline:
-                del self._running[future]
-                future.cancel()
-                out.append(Completed(ticket, timed_out=True))
-        return out
+                del self._deadlines[ticket]
+                kept.append(Completed(ticket, timed_out=True))
+        return kept
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._running.clear()
+        self._deadlines.clear()
+
+
+class _Forked:
+    """The handful of `subprocess.Popen` methods the executor uses, for a child made with `os.fork`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+            time.sleep(0.005)
+        assert self.returncode is not None
+        return self.returncode
 
 
 @dataclass(slots=True)
 class _Worker:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | _Forked
     conn: Connection
     ticket: int = 0
     deadline: float | None = None
+    timeout: float | None = None
 
 
 class ProcessExecutor:
     """Jobs on long-lived worker processes, one job per worker at a time, started on demand.
 
-    Workers are fresh interpreters (``python -c`` with a socket inherited as the job pipe): they never
-    re-run the caller's ``__main__`` and inherit no threads or locks, unlike fork-based pools.
+    ``start="fork"`` (the default where the OS has it) forks workers from the engine, so they begin with
+    cairn and the project already imported; ``start="spawn"`` starts fresh interpreters (``python -c`` with
+    a socket inherited as the job pipe), which never re-run the caller's ``__main__`` and inherit nothing.
     """
 
-    def __init__(self, workers: int = 0) -> None:
+    def __init__(self, workers: int = 0, start: str = "fork") -> None:
         self.size = workers or os.cpu_count() or 1
+        self.start = start if hasattr(os, "fork") else "spawn"
         self.capacity = Capacity(cpu=float(self.size), memory_mb=memory_mb())
         self._idle: list[_Worker] = []
         self._busy: dict[int, _Worker] = {}
@@ -89,7 +139,10 @@ class ProcessExecutor:
         self._next += 1
         worker = self._idle.pop() if self._idle else self._start()
         worker.ticket = self._next
-        worker.deadline = time.monotonic() + timeout if timeout else None
+        # Until the job says its timed work has begun (start-up and imports do not count), only a generous
+        # backstop applies; then the deadline is the timeout plus a short grace for the job to stop itself.
+        worker.timeout = timeout
+        worker.deadline = time.monotonic() + timeout + STARTUP_GRACE_S if timeout else None
         try:
             worker.conn.send((fn, arg))
         except (BrokenPipeError, OSError):
@@ -107,8 +160,10 @@ class ProcessExecutor:
         by_conn = {w.conn: w for w in self._busy.values()}
         for conn in multiprocessing.connection.wait(list(by_conn), timeout=wait_for):
             worker = by_conn[conn]  # type: ignore[index]
-            del self._busy[worker.ticket]
-            done.append(self._collect(worker))
+            result = self._collect(worker)
+            if result is not None:
+                del self._busy[worker.ticket]
+                done.append(result)
         now = time.monotonic()
         for ticket, worker in list(self._busy.items()):
             if worker.deadline is not None and now >= worker.deadline:
@@ -134,6 +189,8 @@ class ProcessExecutor:
         self._busy.clear()
 
     def _start(self) -> _Worker:
+        if self.start == "fork":
+            return self._fork()
         parent, child = socket.socketpair()
         fd = child.fileno()
         process = subprocess.Popen(
@@ -149,9 +206,36 @@ class ProcessExecutor:
         child.close()
         return _Worker(process, Connection(parent.detach()))
 
-    def _collect(self, worker: _Worker) -> Completed:
+    def _fork(self) -> _Worker:
+        parent, child = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the worker: serve jobs, then leave without running the engine's exit handlers
+            code = 0
+            try:
+                parent.close()
+                for other in [*self._idle, *self._busy.values()]:
+                    other.conn.close()
+                serve(child.detach())
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        child.close()
+        return _Worker(_Forked(pid), Connection(parent.detach()))
+
+    def _collect(self, worker: _Worker) -> Completed | None:
+        """Read what a worker sent: None while its job is still running (it only reported its start)."""
         try:
-            ok, payload = worker.conn.recv()
+            while True:
+                message = worker.conn.recv()
+                if message[0] == "started":
+                    if worker.timeout is not None:
+                        worker.deadline = time.monotonic() + worker.timeout + STOP_GRACE_S
+                    if not worker.conn.poll():
+                        return None
+                    continue
+                _, ok, payload = message
+                break
         except (EOFError, OSError):
             self._discard(worker)
             code = worker.process.returncode
@@ -171,6 +255,7 @@ def serve(fd: int) -> None:
     """Loop of a worker process: run each ``(fn, arg)`` received on `fd` until sent None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
     conn = Connection(fd)
+    set_job_started_hook(lambda: conn.send(("started",)))
     while True:
         try:
             message = conn.recv()
@@ -180,9 +265,9 @@ def serve(fd: int) -> None:
             return
         fn, arg = message
         try:
-            reply = (True, fn(arg))
+            reply = ("result", True, fn(arg))
         except BaseException as exc:
-            reply = (False, f"{type(exc).__name__}: {exc}")
+            reply = ("result", False, f"{type(exc).__name__}: {exc}")
         try:
             conn.send(reply)
         except (BrokenPipeError, OSError):

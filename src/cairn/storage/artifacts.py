@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
-from urllib.request import url2pathname
 
 from cairn.errors import ConfigError, CorruptObject, MissingObject, StoreError
 from cairn.hashing import PREFIX, digest_bytes, finish, new_hasher
@@ -413,6 +412,8 @@ def open_artifacts(url: str, project_dir: str | os.PathLike[str]) -> ArtifactSto
     elif scheme.group(1).lower() == "file":
         rest = url[scheme.end() :]
         rest = rest[len("localhost") :] if rest.startswith("localhost/") else rest
+        from urllib.request import url2pathname
+
         path = Path(url2pathname(rest))
     elif url == "memory://":
         return MemoryArtifactStore.shared()

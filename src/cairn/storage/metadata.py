@@ -9,6 +9,7 @@ import json
 import operator
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -25,6 +26,7 @@ from cairn.core.records import (
     StepRecord,
 )
 from cairn.errors import LeaseLost, StoreError, UsageError
+from cairn.storage.datasets import DatasetRecords
 from cairn.storage.dialect import Cursor, Dialect, dialect_for_url
 from cairn.storage.schema import schema_is_current, upgrade_schema
 
@@ -98,7 +100,7 @@ def open_metadata(url: str, project_dir: str | os.PathLike[str]) -> MetadataStor
     return store
 
 
-class MetadataStore:
+class MetadataStore(DatasetRecords):
     """Records of runs and their results, over one DB-API connection; used from one thread.
 
     Every write is one short transaction that takes the write lock first, so concurrent engines
@@ -177,11 +179,11 @@ class MetadataStore:
         self._write1(f"heartbeat run {run_id}", "UPDATE runs SET heartbeat_at = {now} WHERE run_id = ?", (run_id,))
 
     def finish_run(self, run_id: str, status: str) -> None:
-        """Set a run's final status and its finish time (database clock)."""
+        """Set a running run's final status and finish time (database clock); an abandoned run stays abandoned."""
         self._write1(
             f"finish run {run_id}",
-            "UPDATE runs SET status = ?, finished_at = {now} WHERE run_id = ?",
-            (status, run_id),
+            "UPDATE runs SET status = ?, finished_at = {now} WHERE run_id = ? AND status = ?",
+            (status, run_id, RUNNING),
         )
 
     def abandon_stale_runs(self, stale_after_s: float) -> list[str]:
@@ -299,9 +301,15 @@ class MetadataStore:
 
         A `started_at` of 0 means now on the database's clock.
         """
+        self._write1(
+            f"record attempt {attempt.attempt} of {_step_name(attempt)}", _UPSERT_ATTEMPT, self._attempt_row(attempt)
+        )
+
+    @staticmethod
+    def _attempt_row(attempt: AttemptRecord) -> list[Any]:
         params = list(_attempt_params(attempt))
         params[_ATTEMPT_FIELDS.index("started_at")] = attempt.started_at or None
-        self._write1(f"record attempt {attempt.attempt} of {_step_name(attempt)}", _UPSERT_ATTEMPT, params)
+        return params
 
     def finish_attempt(
         self, run_id: str, asset: str, partition: str, attempt: int, status: str, error: str | None = None
@@ -325,7 +333,9 @@ class MetadataStore:
 
     # -- leases ------------------------------------------------------------------------------------
 
-    def acquire_lease(self, cache_key: str, run_id: str, owner: str, ttl_s: float) -> int | None:
+    def acquire_lease(
+        self, cache_key: str, run_id: str, owner: str, ttl_s: float, attempt: AttemptRecord | None = None
+    ) -> int | None:
         """Take the lease on a cache key if it is free, expired, or already held by the same run.
 
         Args:
@@ -333,6 +343,8 @@ class MetadataStore:
             run_id: The run that computes it.
             owner: Who holds the lease, for humans (host, process, attempt).
             ttl_s: Seconds until the lease expires unless renewed.
+            attempt: When given, recorded in the same transaction if the lease is taken, with the new
+                token as its `lease_token` (one commit instead of two per started attempt).
 
         Returns:
             The new fencing token (one more than the key's previous token), or None when another run
@@ -350,6 +362,8 @@ class MetadataStore:
                 (cache_key, run_id, owner, ttl_s),
             )
             row = cur.fetchone()
+            if row is not None and attempt is not None:
+                cur.execute(self._sql(_UPSERT_ATTEMPT), self._attempt_row(replace(attempt, lease_token=int(row[0]))))
         return None if row is None else int(row[0])
 
     def renew_leases(self, leases: Sequence[tuple[str, int]], ttl_s: float) -> list[str]:
@@ -475,6 +489,17 @@ class MetadataStore:
                 chunk,
             )
         return {mat.cache_key: mat for mat in self._with_inputs(rows)}
+
+    def materializations_by_id(self, ids: Sequence[int]) -> list[Materialization]:
+        """The materializations with these ids (in id order), with their inputs."""
+        rows: list[Any] = []
+        for chunk in _chunks(list(ids)):
+            rows += self._rows(
+                "read materializations by id",
+                f"SELECT {_MAT_COLUMNS} FROM materializations WHERE id IN ({_marks(len(chunk))}) ORDER BY id",
+                chunk,
+            )
+        return self._with_inputs(rows)
 
     def latest_materialization(self, asset: str, partition: str = "") -> Materialization | None:
         """The newest materialization of one asset partition, or None."""
