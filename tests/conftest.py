@@ -34,8 +34,9 @@ def write_project(root: Path, pipeline: str, *, executor: str = "inline", extra:
 def set_pipeline(root: Path, pipeline: str) -> None:
     """Rewrite pipeline.py and move its mtime forward so that the change is noticed at once."""
     path = root / "pipeline.py"
+    before = path.stat().st_mtime if path.exists() else 0.0
     path.write_text(textwrap.dedent(pipeline), encoding="utf-8")
-    later = time.time() + 2
+    later = max(time.time(), before) + 2  # always a new whole second: bytecode caches compare seconds
     os.utime(path, (later, later))
 
 

@@ -37,9 +37,13 @@ class StoreError(CairnError):
 class CorruptObject(StoreError):
     """A stored object's bytes do not match its recorded checksum or size."""
 
+    digest: str | None = None
+
 
 class MissingObject(StoreError):
     """A stored object recorded in the metadata is not in the artifact store."""
+
+    digest: str | None = None
 
 
 class SerializationError(CairnError):

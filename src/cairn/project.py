@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import os
 import sys
 import traceback
@@ -115,6 +118,7 @@ def _import(settings: Settings, name: str) -> ModuleType:
         if root in sys.path:
             sys.path.remove(root)
         sys.path.insert(0, root)
+    _install_source_finder(root)
     _forget_changed_modules(root)
     _forget_other_projects(root, name)
     try:
@@ -145,7 +149,48 @@ def _forget_changed_modules(root: str) -> None:
         path = getattr(module, "__file__", None) or ""
         if path.startswith(root + os.sep):
             del sys.modules[name]
+            _drop_bytecode(path)
     importlib.invalidate_caches()
+
+
+class _FromSource(importlib.machinery.SourceFileLoader):
+    """Loads a project module from its source every time (a few ms), never from cached bytecode."""
+
+    def get_code(self, fullname: str) -> Any:
+        return self.source_to_code(self.get_data(self.path), self.path)
+
+
+class _ProjectSourceFinder(importlib.abc.MetaPathFinder):
+    """Routes modules under a project folder to `_FromSource`: the code that runs is the code fingerprinted."""
+
+    def __init__(self) -> None:
+        self.roots: set[str] = set()
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        origin = getattr(spec, "origin", None) or ""
+        if spec is None or not origin.endswith(".py") or not any(origin.startswith(r + os.sep) for r in self.roots):
+            return spec
+        spec.loader = _FromSource(fullname, origin)
+        return spec
+
+
+_finder = _ProjectSourceFinder()
+
+
+def _install_source_finder(root: str) -> None:
+    _finder.roots.add(root)
+    if _finder not in sys.meta_path:
+        sys.meta_path.insert(0, _finder)
+
+
+def _drop_bytecode(path: str) -> None:
+    """Remove a module's cached bytecode: it is validated by mtime seconds and size only, so an edit within
+    the same second that keeps the size would otherwise be imported as the old code."""
+    import importlib.util
+
+    with contextlib.suppress(OSError, ValueError, NotImplementedError):
+        os.remove(importlib.util.cache_from_source(path))
 
 
 def _forget_other_projects(root: str, name: str) -> None:

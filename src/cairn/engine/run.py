@@ -177,6 +177,7 @@ class Engine:
         self.forced: set[StepId] = set()
         self.kind = options.executor or self.settings.executor
         self._held: dict[StepId, tuple[float, int]] = {}
+        self._recomputed: dict[StepId, int] = {}
         self.now = datetime.now(UTC)
         self.targets: set[str] = set()
         self.pinned: dict[tuple[str, str], R.Materialization] = {}
@@ -312,7 +313,7 @@ class Engine:
                 selection=" ".join(self.options.selection) or "*",
                 created_at=time.time(),
                 args=self._args(),
-                environment=capture(),
+                environment=capture(self.settings.root),
                 profile=self.options.profile,
             )
         )
@@ -498,6 +499,8 @@ class Engine:
             entry = heapq.heappop(self.ready)
             step = entry[2]
             st = self.states[step]
+            if st.status != "ready":
+                continue  # reopened while queued
             cpu = min(st.asset.resources.cpu, capacity.cpu)
             mem = min(st.asset.resources.memory_mb, capacity.memory_mb)
             fits = not self.running or (
@@ -625,6 +628,8 @@ class Engine:
             self._breaker(system).record(outcome.status == OK, time.time())
         if outcome.status == OK:
             self._commit(step, outcome)
+        elif outcome.bad_input is not None:
+            self._recompute_input(step, outcome)
         else:
             self._attempt_failed(step, outcome)
 
@@ -683,6 +688,47 @@ class Engine:
         self.history.remember(mat)
         self.on_event(Event(STEP_FINISHED, self.run_id, step, R.EXECUTED, st.reason))
         self._resolve(step, R.EXECUTED, st.reason, mat)
+
+    def _recompute_input(self, step: StepId, outcome: StepOutcome) -> None:
+        """An input object was missing or damaged on read: quarantine it, recompute its producer, run again.
+
+        A damaged object is never served: the producer's materialization no longer counts as a cache hit
+        once its object is gone, so the producer re-runs (reason "stored output missing") and this step
+        waits for it again.
+        """
+        from cairn.engine.integrity import quarantine_object
+
+        st = self.states[step]
+        assert outcome.bad_input is not None
+        version, digest = outcome.bad_input
+        self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, R.FAILED, outcome.error)
+        if st.decision and st.decision.cache_key and st.token is not None:
+            self.meta.release_lease(st.decision.cache_key, st.token)
+        st.token = None
+        producers = [up for up in _distinct(st.ups) if (m := self.states[up].mat) and m.data_version == version]
+        self._recomputed[step] = self._recomputed.get(step, 0) + 1
+        if not producers or self._recomputed[step] > 2:
+            self._fail(step, outcome.error or "an input object is damaged", st.reason)
+            return
+        for damaged in dict.fromkeys((digest, version)):  # a Files member, then its manifest
+            if self.artifacts.exists(damaged):
+                quarantine_object(self.artifacts, damaged)
+        self.on_event(Event(STEP_RETRYING, self.run_id, step, "retrying", f"input {version[:15]}… was damaged"))
+        st.status = R.PENDING
+        for up in producers:
+            self._reopen(up)
+        for up in producers:
+            self._decide(up)
+
+    def _reopen(self, step: StepId) -> None:
+        """Make a resolved step undecided again; its waiting children wait for it once more."""
+        st = self.states[step]
+        st.status, st.mat, st.decision = R.PENDING, None, None
+        for child in st.children:
+            cst = self.states[child]
+            if cst.status in (R.PENDING, "ready"):
+                cst.status = R.PENDING  # a queued entry of it is skipped when popped
+                cst.waiting += 1
 
     def _attempt_failed(self, step: StepId, outcome: StepOutcome) -> None:
         st = self.states[step]

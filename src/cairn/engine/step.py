@@ -22,7 +22,7 @@ from cairn.core.graph import Graph
 from cairn.core.partitions import context_window
 from cairn.core.records import InputRef, StoredValue
 from cairn.engine.context import Checkpoint, Context
-from cairn.errors import NonRetryable, StepTimeout
+from cairn.errors import CorruptObject, MissingObject, NonRetryable, StepTimeout
 from cairn.executors.base import job_started
 
 SOURCE_FORMAT = "source"
@@ -30,6 +30,7 @@ SOURCE_FORMAT = "source"
 OK = "ok"
 FAILED = "failed"
 TIMEOUT = "timeout"
+BAD_INPUT = "bad_input"
 
 _graphs: dict[str, Graph] = {}
 _stores: dict[tuple[str, str], Any] = {}
@@ -77,6 +78,7 @@ class StepOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     retryable: bool = True
+    bad_input: tuple[str, str] | None = None  # (data version of the input, digest of the damaged object)
 
 
 def register_graph(project_dir: str, graph: Graph) -> None:
@@ -106,6 +108,10 @@ def run_step(job: StepJob) -> StepOutcome:
         stored = _dump(value, store, asset)
         ctx.checkpoint.clear()
         return StepOutcome(OK, stored, time.perf_counter() - started, _logs(ctx, out), ctx.metrics, ctx.metadata)
+    except _BadInput as bad:
+        return StepOutcome(
+            BAD_INPUT, None, time.perf_counter() - started, error=str(bad.error), bad_input=(bad.version, bad.digest)
+        )
     except (StepTimeout, _Deadline) as exc:
         return StepOutcome(TIMEOUT, None, time.perf_counter() - started, _logs(ctx, out), error=str(exc))
     except Exception as exc:
@@ -159,6 +165,14 @@ def _context(job: StepJob, asset: AssetDef) -> Context:
         checkpoint=Checkpoint(checkpoint),
         partition_window=context_window(asset.partitions, job.partition),
     )
+
+
+class _BadInput(Exception):
+    """An input object is missing or damaged: the engine quarantines it and recomputes its producer."""
+
+    def __init__(self, version: str, digest: str, error: Exception) -> None:
+        super().__init__(str(error))
+        self.version, self.digest, self.error = version, digest, error
 
 
 class _Deadline(BaseException):
@@ -234,9 +248,11 @@ def _load_inputs(specs: tuple[InputSpec, ...], store: Any) -> dict[str, Any]:
     """Each parameter's value; a windowed or all-partitions input is a dict by partition key."""
     kwargs: dict[str, Any] = {}
     for spec in specs:
-        value = convert_table(
-            load_stored(spec.stored, store), _element(spec.annotation) if spec.key else spec.annotation
-        )
+        try:
+            loaded = load_stored(spec.stored, store)
+        except (CorruptObject, MissingObject) as exc:
+            raise _BadInput(spec.stored.data_version, exc.digest or spec.stored.data_version, exc) from exc
+        value = convert_table(loaded, _element(spec.annotation) if spec.key else spec.annotation)
         if spec.key is None:
             kwargs[spec.param] = value
         else:

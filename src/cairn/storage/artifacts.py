@@ -68,19 +68,23 @@ def verify_object(digest: str, data: bytes, size: int | None, where: str) -> byt
 
 def corrupt_object(digest: str, where: str, what: str) -> CorruptObject:
     """The error for an object whose bytes are not what its name and record say."""
-    return CorruptObject(
+    error = CorruptObject(
         f"object {digest} at {where} is corrupt: {what}. Run `cairn verify` to list every damaged object, "
         "then re-run the steps that produced them with `cairn run --force`."
     )
+    error.digest = digest
+    return error
 
 
 def missing_object(digest: str, where: str) -> MissingObject:
     """The error for an object that its record names but the store does not hold."""
-    return MissingObject(
+    error = MissingObject(
         f"object {digest} is missing: {where} does not exist. It was removed (e.g. by `cairn gc`) or written "
         "to another store; check `storage.artifacts` in cairn.toml, run `cairn verify` to list missing "
         "objects, and re-run the steps that produced them with `cairn run --force`."
     )
+    error.digest = digest
+    return error
 
 
 class HashingWriter:

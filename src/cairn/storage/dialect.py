@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -125,7 +126,7 @@ class SQLiteDialect(Dialect):
         try:
             cursor = connection.cursor()
             if self.path is not None:
-                cursor.execute("PRAGMA journal_mode=WAL").fetchall()
+                _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -172,3 +173,21 @@ def dialect_for_url(url: str, project_dir: str | os.PathLike[str]) -> Dialect:
     if not path.is_absolute():
         path = Path(project_dir) / path
     return SQLiteDialect(url, path)
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch a database file to WAL mode once (the mode is stored in the file).
+
+    Two engines creating the same new database can collide on the switch, which needs an exclusive lock
+    that SQLite does not always wait for: retry briefly instead of failing the second engine.
+    """
+    for attempt in range(50):
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.05)
