@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 from cairn.core.keys import validate_partition
 from cairn.errors import DefinitionError, UsageError
@@ -236,6 +238,8 @@ def _fixed(moment: datetime, zone: ZoneInfo) -> datetime:
 
 
 def _zone(name: str) -> ZoneInfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # here: only time partitions need it
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import heapq
 import os
 import random
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -136,7 +135,7 @@ class _State:
 
 def new_run_id() -> str:
     """A sortable, unique run id like ``20261123-081502-4f2a9c``."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
 class Engine:
