@@ -314,3 +314,10 @@ def test_a_damaged_input_is_quarantined_and_recomputed_not_served(make_project: 
     assert result["report"].status == "executed"
     assert cairn.load("report", project=root) == {"parity": [0, 1], "v": 2}
     assert (root / ".cairn" / "artifacts" / "quarantine" / hexd).exists()
+
+
+def test_adopting_a_profile_as_the_default_finds_everything_computed(make_project: ProjectFactory) -> None:
+    root = make_project(CHAIN, extra="[profiles.big]\nnumbers = { n = 9 }\n")
+    assert cairn.materialize(project=root, profile="big").count("executed") == 3
+    set_pipeline(root, CHAIN.replace('params={"n": 5}', 'params={"n": 9}'))
+    assert cairn.materialize(project=root).count("executed") == 0
