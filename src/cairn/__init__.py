@@ -13,6 +13,7 @@ from cairn.version import __version__
 
 if TYPE_CHECKING:
     from cairn.core.asset import AssetDef, Resources, asset, source
+    from cairn.core.contracts import CheckResult, Contract, Drift, Freshness, check, col, drift_check
     from cairn.core.partitions import (
         AllPartitions,
         Latest,
@@ -49,6 +50,10 @@ _LAZY = {
     "asset": "cairn.core.asset",
     "source": "cairn.core.asset",
     "Retry": "cairn.core.retry",
+    **{
+        name: "cairn.core.contracts"
+        for name in ("CheckResult", "Contract", "Drift", "Freshness", "check", "col", "drift_check")
+    },
     **{
         name: "cairn.core.partitions"
         for name in ("AllPartitions", "Latest", "Window", "daily", "hourly", "monthly", "product", "static", "weekly")
@@ -107,13 +112,17 @@ __all__ = [
     "AssetDef",
     "CairnError",
     "CheckFailed",
+    "CheckResult",
     "CircuitOpen",
     "ConfigError",
     "Context",
+    "Contract",
     "ContractViolation",
     "DefinitionError",
+    "Drift",
     "Fatal",
     "Files",
+    "Freshness",
     "Latest",
     "NonRetryable",
     "Resources",
@@ -125,7 +134,10 @@ __all__ = [
     "Window",
     "__version__",
     "asset",
+    "check",
+    "col",
     "daily",
+    "drift_check",
     "hourly",
     "load",
     "materialize",

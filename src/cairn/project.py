@@ -11,16 +11,20 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from cairn.config import Settings, load_settings
 from cairn.core.asset import AssetDef
+from cairn.core.contracts import CheckDef
 from cairn.core.fingerprint import Fingerprinter, code_version
 from cairn.core.graph import Graph, build_graph
 from cairn.errors import ConfigError, DefinitionError, UsageError, did_you_mean
+from cairn.hashing import hash_struct
+
+T = TypeVar("T")
 
 _loaded_mtimes: dict[str, dict[str, int]] = {}
 
@@ -40,6 +44,12 @@ class Project:
         if asset.fn is None:
             return "", {}
         parts = self.fingerprinter.parts(asset.fn)
+        if asset.contract is not None:
+            parts["cairn.contract"] = hash_struct(["contract", _describe_contract(asset.contract)])
+        for check in asset.checks:
+            if check.fn is not None:
+                parts.update(self.fingerprinter.parts(check.fn))
+            parts[f"cairn.check.{check.name}"] = hash_struct(["check", check.blocking, repr(check.drift)])
         return code_version(parts), parts
 
     def params(
@@ -84,13 +94,16 @@ def load_project(project: str | os.PathLike[str] | Settings = ".") -> Project:
     settings = project if isinstance(project, Settings) else load_settings(project)
     modules = [_import(settings, name) for name in settings.modules]
     defs: list[AssetDef] = []
+    checks: list[CheckDef] = []
     for module in modules:
-        defs.extend(_definitions_in(module))
+        defs.extend(_found(module, AssetDef))
+        checks.extend(_found(module, CheckDef))
     if not defs:
         raise DefinitionError(
             f"no assets found in module(s) {', '.join(settings.modules)} of {settings.root}: define functions "
             "with @cairn.asset, or list the right modules in [project] modules of cairn.toml"
         )
+    defs = _attach_checks(defs, checks)
     root = str(settings.root)
     index = SourceIndex()
     fingerprinter = Fingerprinter(index.node_of, _project_test(root))
@@ -223,17 +236,39 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_list(user[-3:])).rstrip()
 
 
-def _definitions_in(module: ModuleType) -> list[AssetDef]:
-    found: list[AssetDef] = []
+def _found(module: ModuleType, kind: type[T]) -> list[T]:
+    """Definitions of one kind in a module's globals, also inside lists, tuples and dicts."""
+    found: list[T] = []
     for value in vars(module).values():
-        if isinstance(value, AssetDef):
+        if isinstance(value, kind):
             found.append(value)
         elif isinstance(value, list | tuple):
-            found.extend(v for v in value if isinstance(v, AssetDef))
+            found.extend(v for v in value if isinstance(v, kind))
         elif isinstance(value, dict):
-            found.extend(v for v in value.values() if isinstance(v, AssetDef))
-    unique: dict[int, AssetDef] = {id(d): d for d in found}
+            found.extend(v for v in value.values() if isinstance(v, kind))
+    unique: dict[int, T] = {id(d): d for d in found}
     return list(unique.values())
+
+
+def _attach_checks(defs: list[AssetDef], checks: list[CheckDef]) -> list[AssetDef]:
+    names = {d.name for d in defs}
+    by_asset: dict[str, list[CheckDef]] = {}
+    for c in checks:
+        if c.asset not in names:
+            raise DefinitionError(
+                f"check '{c.name}' is defined for asset '{c.asset}', which does not exist."
+                f"{did_you_mean(c.asset, names)}"
+            )
+        by_asset.setdefault(c.asset, []).append(c)
+    return [replace(d, checks=tuple(by_asset[d.name])) if d.name in by_asset else d for d in defs]
+
+
+def _describe_contract(contract: Any) -> str:
+    to_yaml = getattr(contract, "to_yaml", None)
+    if callable(to_yaml):  # a pandera schema: its repr may hold memory addresses
+        with contextlib.suppress(Exception):
+            return str(to_yaml())
+    return repr(contract)
 
 
 def _project_test(root: str) -> Callable[[Any], bool]:

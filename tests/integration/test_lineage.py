@@ -111,7 +111,7 @@ def test_lineage_of_an_older_run_and_of_reused_results(project: Path) -> None:
         ("clean", second["clean"].data_version, second.run_id),
         ("raw", first["raw"].data_version, first.run_id),  # reused: recorded by the first run
     ]
-    old = json.loads(cli("lineage", "report", "--run", first.run_id[:17], "-C", str(project), "--json").stdout)
+    old = json.loads(cli("lineage", "report", "--run", first.run_id, "-C", str(project), "--json").stdout)
     assert [(a, v) for a, v, _, _ in _chain(old)] == [
         (name, first[name].data_version) for name in ("report", "features", "clean", "raw")
     ]

@@ -178,3 +178,18 @@ def test_parameters_and_locals_shadow_globals(mods: _Modules) -> None:
     """
     _, parts = mods.version(text)
     assert {p.rsplit(".", 1)[-1] for p in parts} == {"f"}
+
+
+def test_small_collections_of_constants_count_and_big_ones_do_not(mods: _Modules) -> None:
+    text = """
+        PRICES = [1.0, 2.0]
+        LIMITS = {"low": 1, "high": (2, 3)}
+        BIG = list(range(20000))
+
+        def f(x):
+            return x * PRICES[0] + LIMITS["low"] + BIG[0]
+    """
+    base, _ = mods.version(text)
+    assert mods.version(text.replace("[1.0, 2.0]", "[1.0, 2.5]"))[0] != base
+    assert mods.version(text.replace('"low": 1', '"low": 2'))[0] != base
+    assert mods.version(text.replace("range(20000)", "range(1, 20001)"))[0] == base

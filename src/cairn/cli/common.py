@@ -52,6 +52,15 @@ def _width() -> int:
         return 160
 
 
+def check_summary(materializations: list[Any]) -> str:
+    """``ok``, ``2 warnings`` or ``-`` from the rule results recorded with materializations."""
+    results = [r for m in materializations for r in m.metadata.get("cairn.checks", [])]
+    if not results:
+        return "-"
+    warnings = sum(1 for r in results if not r["passed"])
+    return f"{warnings} warning{'s' if warnings != 1 else ''}" if warnings else f"{len(results)} ok"
+
+
 def escape(text: str) -> str:
     """Escape Rich markup in user text (names, reasons, errors)."""
     from rich.markup import escape as rich_escape

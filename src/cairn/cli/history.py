@@ -106,6 +106,7 @@ def show(
         mats = meta.run_materializations(rid)
     assert run is not None
     metrics = {key: m.metrics for key, m in mats.items() if m.metrics}
+    checks = {key: m.metadata["cairn.checks"] for key, m in mats.items() if m.metadata.get("cairn.checks")}
     if as_json:
         print_json(
             {
@@ -129,6 +130,7 @@ def show(
                         "duration_s": s.duration_s,
                         "error": s.error,
                         "metrics": metrics.get((s.asset, s.partition), {}),
+                        "checks": checks.get((s.asset, s.partition), []),
                     }
                     for s in steps
                 ],
@@ -169,6 +171,13 @@ def show(
     for (asset, partition), values in sorted(metrics.items()):
         name = f"{asset}@{partition}" if partition else asset
         console().print(f"metrics of {name}: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(values.items())))
+    for (asset, partition), results in sorted(checks.items()):
+        name = f"{asset}@{partition}" if partition else asset
+        warned = [r for r in results if not r["passed"]]
+        summary = f"{len(results) - len(warned)} passed" + (f", {len(warned)} warnings" if warned else "")
+        console().print(f"checks of {name}: {summary}")
+        for r in warned:
+            console().print(f"  [yellow]warning[/] {escape(r['rule'])}: observed {escape(str(r['observed']))}")
     failed = [a for a in attempts if a.error]
     for a in failed:
         name = f"{a.asset}@{a.partition}" if a.partition else a.asset

@@ -15,6 +15,7 @@ from cairn.cli.common import (
     SetOpt,
     ToOpt,
     ago,
+    check_summary,
     console,
     escape,
     parse_sets,
@@ -171,6 +172,7 @@ def status(
                     "data_version": r.latest.data_version if r.latest else None,
                     "run_id": r.latest.run_id if r.latest else None,
                     "materialized_at": r.latest.created_at if r.latest else None,
+                    "checks": r.latest.metadata.get("cairn.checks", []) if r.latest else [],
                 }
                 for r in rows
             ]
@@ -193,10 +195,11 @@ def status(
                 ago(latest.created_at) if latest else "never",
                 latest.run_id if latest else "-",
                 short(latest.data_version) if latest and len(group) == 1 else "-",
+                check_summary([r.latest for r in group if r.latest]),
                 reason or (stale[0].reason if stale else ""),
             ]
         )
-    print_rows(["asset", "state", "last materialized", "run", "data version", "reason"], out)
+    print_rows(["asset", "state", "last materialized", "run", "data version", "checks", "reason"], out)
 
 
 def _by_asset(rows: list[Any]) -> list[tuple[str, list[Any]]]:
@@ -241,6 +244,7 @@ def why(
                 "reason": str(decision.reason),
                 "cache_key": decision.cache_key,
                 "upstream": [{"step": str(d.step), "reason": str(d.reason)} for d in chain],
+                "checks": latest.metadata.get("cairn.checks", []) if latest is not None else [],
                 "latest": None
                 if latest is None
                 else {
@@ -258,12 +262,23 @@ def why(
             f"by run {decision.cached.run_id} ({ago(decision.cached.created_at)}), "
             f"data version {short(decision.cached.data_version)}"
         )
+        _print_checks(decision.cached)
         return
     console().print(f"[yellow]{step} is stale[/]: {escape(str(decision.reason))}")
     for d in chain:
         console().print(f"  because {d.step}: {escape(str(d.reason))}")
     if latest is not None:
         console().print(f"  last materialized by run {latest.run_id} ({ago(latest.created_at)})")
+    _print_checks(latest)
+
+
+def _print_checks(latest: Any) -> None:
+    for result in latest.metadata.get("cairn.checks", []) if latest is not None else []:
+        state = "passed" if result["passed"] else ("FAILED" if result["blocking"] else "warning")
+        console().print(
+            f"  check {escape(result['rule'])}: {state} (observed {escape(str(result['observed']))}, "
+            f"expected {escape(str(result['expected']))})"
+        )
 
 
 def _stale_chain(decision: Any, by_step: dict[Any, Any], inputs_of: dict[Any, list[Any]]) -> list[Any]:

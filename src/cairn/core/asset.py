@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
+from cairn.core.contracts import CheckDef, Column, Contract, col
 from cairn.core.keys import validate_name
 from cairn.core.partitions import (
     AllPartitions,
@@ -73,6 +74,9 @@ class AssetDef:
     kind: str = "data"
     path: str | None = None
     partitions: PartitionsDef | None = None
+    contract: Any = None
+    requires: Mapping[str, Mapping[str, Column]] = field(default_factory=dict)
+    checks: tuple[CheckDef, ...] = ()
     location: str = ""
 
     @property
@@ -114,6 +118,8 @@ def asset(
     cache: bool = True,
     io: str | None = None,
     kind: str = "data",
+    contract: Any = None,
+    requires: Mapping[str, Mapping[str, str | Column]] | None = None,
 ) -> Callable[[Callable[..., Any]], AssetDef]: ...
 
 
@@ -136,6 +142,8 @@ def asset(
     cache: bool = True,
     io: str | None = None,
     kind: str = "data",
+    contract: Any = None,
+    requires: Mapping[str, Mapping[str, str | Column]] | None = None,
 ) -> AssetDef | Callable[[Callable[..., Any]], AssetDef]:
     """Define an asset from a function; its parameters name its inputs (see DESIGN §2).
 
@@ -166,6 +174,8 @@ def asset(
             cache=bool(cache),
             io=io,
             kind=_checked_kind(asset_name, kind),
+            contract=_checked_contract(asset_name, contract),
+            requires=_checked_requires(asset_name, requires or {}),
             location=where,
         )
 
@@ -179,6 +189,7 @@ def source(
     path: str,
     *,
     partitions: PartitionsDef | None = None,
+    contract: Any = None,
     tags: Mapping[str, str] | None = None,
 ) -> AssetDef:
     """Declare a file that cairn does not compute; its data version is the hash of its bytes.
@@ -188,6 +199,7 @@ def source(
         path: the file, relative to the project folder (or absolute); with `partitions`, a template
             with ``{partition}``, e.g. ``"data/raw/events_{partition}.parquet"``.
         partitions: one file per partition key.
+        contract: a `Contract` (or pandera schema) the file's table must meet to be ready for its dependents.
         tags: free-form labels for selection (``tag:key=value``).
     """
     validate_name(name)
@@ -205,6 +217,7 @@ def source(
         fn=None,
         path=path,
         partitions=_checked_partitions(name, partitions),
+        contract=_checked_contract(name, contract),
         tags=_checked_tags(name, tags or {}),
         cache=True,
     )
@@ -279,6 +292,30 @@ def _inputs(
             f"(parameters: {sorted(names)})"
         )
     return tuple(inputs)
+
+
+def _checked_contract(asset_name: str, contract: Any) -> Any:
+    if contract is None or isinstance(contract, Contract):
+        return contract
+    if type(contract).__module__.split(".")[0] == "pandera":
+        return contract
+    raise DefinitionError(
+        f"asset '{asset_name}': contract= must be a cairn.Contract(...) or a pandera schema, got {contract!r}"
+    )
+
+
+def _checked_requires(
+    asset_name: str, requires: Mapping[str, Mapping[str, str | Column]]
+) -> dict[str, dict[str, Column]]:
+    out: dict[str, dict[str, Column]] = {}
+    for param, columns in requires.items():
+        if not isinstance(columns, Mapping):
+            raise DefinitionError(
+                f"asset '{asset_name}': requires['{param}'] must map column names to types, "
+                f"e.g. requires={{'{param}': {{'user_id': 'int64'}}}}"
+            )
+        out[param] = {name: rule if isinstance(rule, Column) else col(rule) for name, rule in columns.items()}
+    return out
 
 
 def _checked_partitions(asset_name: str, partitions: Any) -> PartitionsDef | None:

@@ -181,19 +181,30 @@ def _dotted(node: ast.Attribute) -> str | None:
     return None
 
 
-def _is_simple_constant(value: Any) -> bool:
+_MAX_CONSTANT_ITEMS = 10_000  # bigger module-level collections are data, not configuration
+
+
+def _is_simple_constant(value: Any, budget: list[int] | None = None) -> bool:
+    """Numbers, strings, bytes, booleans, None, and small tuples, lists, sets and dicts of them."""
+    budget = budget if budget is not None else [_MAX_CONSTANT_ITEMS]
     if isinstance(value, _SIMPLE):
         return True
-    if isinstance(value, tuple | frozenset):
-        return all(_is_simple_constant(v) for v in value)
+    if isinstance(value, tuple | list | frozenset | set | dict):
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            return False
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        return all(_is_simple_constant(v, budget) for v in items)
     return False
 
 
 def _constant_struct(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return ["tuple", [_constant_struct(v) for v in value]]
-    if isinstance(value, frozenset):
-        return ["frozenset", sorted(repr(v) for v in value)]
+    if isinstance(value, tuple | list):
+        return [type(value).__name__, [_constant_struct(v) for v in value]]
+    if isinstance(value, frozenset | set):
+        return [type(value).__name__, sorted(repr(v) for v in value)]
+    if isinstance(value, dict):
+        return ["dict", sorted((repr(k), _constant_struct(v)) for k, v in value.items())]
     return value
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from cairn.core.asset import AssetDef, Input
+from cairn.core.contracts import Column, Contract
 from cairn.core.partitions import TimePartitions
 from cairn.errors import DefinitionError, did_you_mean
 
@@ -61,6 +62,7 @@ def build_graph(defs: Iterable[AssetDef]) -> Graph:
     for d in assets.values():
         for inp in d.inputs:
             _check_mapping(d, inp, assets[inp.asset])
+        _check_requires(d, assets)
     upstream = {name: d.deps for name, d in assets.items()}
     downstream_lists: dict[str, list[str]] = {name: [] for name in assets}
     for name, ups in upstream.items():
@@ -100,6 +102,45 @@ def _check_mapping(consumer: AssetDef, inp: Input, producer: AssetDef) -> None:
                 f"{edge}: Window needs both assets to have the same time partitions; '{producer.name}' is "
                 f"{up.describe()}, '{consumer.name}' is {down.describe() if down else 'unpartitioned'}"
             )
+
+
+def _check_requires(consumer: AssetDef, assets: Mapping[str, AssetDef]) -> None:
+    """The columns a consumer requires from an input must be guaranteed by the producer's contract."""
+    by_param = {i.param: i.asset for i in consumer.inputs}
+    for param, columns in consumer.requires.items():
+        if param not in by_param:
+            raise DefinitionError(
+                f"asset '{consumer.name}': requires= names '{param}', which is not one of its inputs "
+                f"({', '.join(by_param) or 'none'}).{did_you_mean(param, by_param)}"
+            )
+        producer = assets[by_param[param]]
+        contract = producer.contract
+        if not isinstance(contract, Contract):
+            raise DefinitionError(
+                f"asset '{consumer.name}' requires columns {sorted(columns)} of '{producer.name}', which declares "
+                f"no cairn.Contract to check them against; add contract=Contract(columns={{...}}) to "
+                f"'{producer.name}'"
+            )
+        for name, need in columns.items():
+            have = contract.columns.get(name)
+            where = f"asset '{consumer.name}' requires {name}: {_describe(need)} from '{producer.name}'"
+            if have is None:
+                raise DefinitionError(
+                    f"{where}, but the contract of '{producer.name}' has no column '{name}'"
+                    f"{did_you_mean(name, contract.columns)} (it declares: {', '.join(contract.columns) or 'none'})"
+                )
+            if need.type is not None and have.type != need.type:
+                raise DefinitionError(f"{where}, but '{producer.name}' declares {name}: {_describe(have)}")
+            if not need.nullable and have.nullable:
+                raise DefinitionError(
+                    f"{where}, but '{producer.name}' declares {name}: {_describe(have)}, which may hold nulls; "
+                    f"declare col(..., nullable=False) in '{producer.name}' or accept nulls in '{consumer.name}'"
+                )
+
+
+def _describe(column: Column) -> str:
+    text = column.type or "any type"
+    return text + ("" if column.nullable else " not null")
 
 
 def _topological_order(upstream: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:

@@ -21,7 +21,8 @@ from cairn.core.asset import AssetDef
 from cairn.core.keys import StepId
 from cairn.core.records import InputRef, Materialization, StoredValue
 from cairn.engine.api import Stores
-from cairn.engine.step import OK, InputSpec, StepJob, register_graph, run_step
+from cairn.engine.jobs import OK, InputSpec, StepJob
+from cairn.engine.step import register_graph, run_step
 from cairn.errors import MissingObject, UsageError
 from cairn.lineage.diff import Change, EnvDiff, diff_environments
 from cairn.lineage.graph import find_materialization, input_materialization, is_source, step_label

@@ -31,8 +31,8 @@ from cairn.core.retry import BreakerPolicy, CircuitBreaker, Retry
 from cairn.core.selection import select
 from cairn.core.steps import StepInput, expand
 from cairn.engine.history import StoreHistory
+from cairn.engine.jobs import OK, TIMEOUT, InputSpec, StepJob, StepOutcome
 from cairn.engine.sources import SourceObserver
-from cairn.engine.step import OK, TIMEOUT, InputSpec, StepJob, StepOutcome, register_graph, run_step
 from cairn.errors import DefinitionError, LeaseLost, UsageError
 from cairn.executors.base import Completed, Executor, create_executor
 from cairn.project import Project, installed_versions
@@ -316,7 +316,6 @@ class Engine:
                 profile=self.options.profile,
             )
         )
-        register_graph(str(self.settings.root), self.project.graph)
         self.on_event(Event(RUN_STARTED, self.run_id, total=len(self.order)))
         status = R.FAILED
         try:
@@ -573,15 +572,32 @@ class Engine:
             source_path=st.source_path,
             capture_output=self.kind == "process",
             timeout=st.asset.timeout or self.settings.timeout,
+            previous=self._previous_for_drift(st),
         )
         self.cpu_used += cpu
         self.mem_used += mem
         if st.asset.pool:
             self.pool_use[st.asset.pool] = self.pool_use.get(st.asset.pool, 0) + 1
         self.on_event(Event(STEP_STARTED, self.run_id, step, "running", st.reason))
-        ticket = self.executor.submit(run_step, job, job.timeout)
+        ticket = self.executor.submit(self._job_function(), job, job.timeout)
         self.running[ticket] = step
         self._held[step] = (cpu, mem)
+
+    def _job_function(self) -> Any:
+        """The step job, imported on first use (a run with nothing to execute never needs it)."""
+        from cairn.engine.step import register_graph, run_step
+
+        register_graph(str(self.settings.root), self.project.graph)
+        return run_step
+
+    def _previous_for_drift(self, st: _State) -> R.StoredValue | None:
+        """Drift checks compare with the step's previous materialization, when it still exists."""
+        if not any(check.drift is not None for check in st.asset.checks):
+            return None
+        previous = self.history.previous(st.step)
+        if previous is None or self.artifacts.size(previous.data_version) != previous.size:
+            return None
+        return previous.stored
 
     def _take_over_dead(self, key: str) -> None:
         """Abandon the run holding a lease when its engine was a process of this host that is gone."""
@@ -639,6 +655,8 @@ class Engine:
         metadata = dict(outcome.metadata)
         if spec.env:
             metadata["cairn.env"] = dict(spec.env)
+        if outcome.checks:
+            metadata["cairn.checks"] = list(outcome.checks)
         mat = R.Materialization(
             asset=step.asset,
             partition=step.partition,

@@ -13,72 +13,22 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cairn.core.asset import AssetDef
+from cairn.core.contracts import RuleResult
 from cairn.core.graph import Graph
 from cairn.core.partitions import context_window
-from cairn.core.records import InputRef, StoredValue
+from cairn.core.records import StoredValue
 from cairn.engine.context import Checkpoint, Context
+from cairn.engine.jobs import BAD_INPUT, FAILED, OK, SOURCE_FORMAT, TIMEOUT, InputSpec, StepJob, StepOutcome
 from cairn.errors import CorruptObject, MissingObject, NonRetryable, StepTimeout
 from cairn.executors.base import job_started
 
-SOURCE_FORMAT = "source"
-
-OK = "ok"
-FAILED = "failed"
-TIMEOUT = "timeout"
-BAD_INPUT = "bad_input"
-
 _graphs: dict[str, Graph] = {}
 _stores: dict[tuple[str, str], Any] = {}
-
-
-@dataclass(frozen=True, slots=True)
-class InputSpec:
-    """One input to load: the parameter it fills, the materialization it reads, and how it is stored."""
-
-    param: str
-    ref: InputRef
-    stored: StoredValue
-    annotation: str = ""
-    key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StepJob:
-    """Everything a worker needs to run one attempt; picklable, small."""
-
-    project_dir: str
-    artifacts_url: str
-    asset: str
-    partition: str
-    run_id: str
-    attempt: int
-    cache_key: str
-    params: dict[str, Any]
-    seed: int
-    inputs: tuple[InputSpec, ...] = ()
-    source_path: str | None = None
-    capture_output: bool = False
-    timeout: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StepOutcome:
-    """What an attempt produced, or how it failed."""
-
-    status: str
-    stored: StoredValue | None = None
-    duration_s: float = 0.0
-    logs: tuple[tuple[float, str, str], ...] = ()
-    metrics: dict[str, float] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    retryable: bool = True
-    bad_input: tuple[str, str] | None = None  # (data version of the input, digest of the damaged object)
 
 
 def register_graph(project_dir: str, graph: Graph) -> None:
@@ -93,10 +43,13 @@ def run_step(job: StepJob) -> StepOutcome:
     out = stdio.StringIO()
     try:
         store = _store(job.artifacts_url, job.project_dir)
+        asset = _graph(job)[job.asset]
         if job.source_path is not None:
             stored = _copy_source(job, store)
-            return StepOutcome(OK, stored, time.perf_counter() - started)
-        asset = _graph(job)[job.asset]
+            checks: list[RuleResult] = []
+            if asset.contract is not None:
+                checks = _validate(asset, load_stored(stored, store), None, None, store)
+            return _checked(StepOutcome(OK, stored, time.perf_counter() - started), checks, job)
         ctx = _context(job, asset)
         kwargs = _load_inputs(job.inputs, store)
         if asset.context_param:
@@ -105,9 +58,14 @@ def run_step(job: StepJob) -> StepOutcome:
         job_started()
         with _captured(out, job.capture_output), _alarm(job.timeout):
             value = asset.fn(**kwargs)
+        results = _validate(asset, value, ctx, job.previous, store)
+        if _blocking_failures(results):
+            outcome = StepOutcome(FAILED, None, time.perf_counter() - started, _logs(ctx, out), ctx.metrics)
+            return _checked(outcome, results, job)
         stored = _dump(value, store, asset)
         ctx.checkpoint.clear()
-        return StepOutcome(OK, stored, time.perf_counter() - started, _logs(ctx, out), ctx.metrics, ctx.metadata)
+        outcome = StepOutcome(OK, stored, time.perf_counter() - started, _logs(ctx, out), ctx.metrics, ctx.metadata)
+        return _checked(outcome, results, job)
     except _BadInput as bad:
         return StepOutcome(
             BAD_INPUT, None, time.perf_counter() - started, error=str(bad.error), bad_input=(bad.version, bad.digest)
@@ -126,6 +84,72 @@ def run_step(job: StepJob) -> StepOutcome:
     finally:
         if ctx is not None:
             shutil.rmtree(_workdir(job), ignore_errors=True)
+
+
+def _validate(
+    asset: AssetDef, value: Any, ctx: Context | None, previous: StoredValue | None, store: Any
+) -> list[RuleResult]:
+    """Evaluate the asset's contract and checks on its output, before anything is published."""
+    results: list[RuleResult] = []
+    if asset.contract is not None:
+        from cairn.quality.contracts import evaluate_any
+
+        window = ctx.partition_window if ctx is not None else None
+        results.extend(evaluate_any(asset.contract, value, window))
+    if asset.checks:
+        from cairn.quality.checks import run_check
+
+        before = load_stored(previous, store) if previous is not None and _has_drift(asset) else None
+        results.extend(run_check(check, value, ctx, before) for check in asset.checks)
+    return results
+
+
+def _has_drift(asset: AssetDef) -> bool:
+    return any(check.drift is not None for check in asset.checks)
+
+
+def _blocking_failures(results: list[RuleResult]) -> list[RuleResult]:
+    return [r for r in results if not r.passed and r.blocking]
+
+
+def _checked(outcome: StepOutcome, results: list[RuleResult], job: StepJob) -> StepOutcome:
+    """Attach rule results; blocking failures turn the outcome into a non-retryable failure."""
+    if not results:
+        return outcome
+    recorded = tuple(_as_dict(r) for r in results)
+    warned = [r for r in results if not r.passed and not r.blocking]
+    logs = outcome.logs + tuple((time.time(), "WARNING", f"check warning: {r.describe()}") for r in warned)
+    failures = _blocking_failures(results)
+    if not failures:
+        return replace(outcome, checks=recorded, logs=logs)
+    check_names = {check.name for check in _graph(job)[job.asset].checks}
+    broken_contract = any(r.rule not in check_names for r in failures)
+    kind = "ContractViolation" if broken_contract else "CheckFailed"
+    what = "broke its contract" if broken_contract else "failed a blocking check"
+    where = f"{job.asset}@{job.partition}" if job.partition else job.asset
+    lines = "\n".join(f"  - {r.describe()}" for r in failures)
+    error = f"{kind}: asset '{where}' {what}; nothing was published:\n{lines}"
+    return replace(outcome, status=FAILED, stored=None, checks=recorded, error=error, retryable=False, logs=logs)
+
+
+def _as_dict(result: RuleResult) -> dict[str, Any]:
+    return {
+        "rule": result.rule,
+        "passed": result.passed,
+        "blocking": result.blocking,
+        "observed": _plain(result.observed),
+        "expected": _plain(result.expected),
+        "sample": [{k: _plain(v) for k, v in row.items()} for row in result.sample],
+        "metrics": dict(result.metrics),
+    }
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value)
 
 
 def _graph(job: StepJob) -> Graph:

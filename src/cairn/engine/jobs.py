@@ -1,0 +1,62 @@
+"""The step job's messages: what the engine sends a worker and what comes back (small, picklable values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cairn.core.records import InputRef, StoredValue
+
+SOURCE_FORMAT = "source"
+
+OK = "ok"
+FAILED = "failed"
+TIMEOUT = "timeout"
+BAD_INPUT = "bad_input"
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One input to load: the parameter it fills, the materialization it reads, and how it is stored."""
+
+    param: str
+    ref: InputRef
+    stored: StoredValue
+    annotation: str = ""
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepJob:
+    """Everything a worker needs to run one attempt; picklable, small."""
+
+    project_dir: str
+    artifacts_url: str
+    asset: str
+    partition: str
+    run_id: str
+    attempt: int
+    cache_key: str
+    params: dict[str, Any]
+    seed: int
+    inputs: tuple[InputSpec, ...] = ()
+    source_path: str | None = None
+    capture_output: bool = False
+    timeout: float | None = None
+    previous: StoredValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What an attempt produced, or how it failed."""
+
+    status: str
+    stored: StoredValue | None = None
+    duration_s: float = 0.0
+    logs: tuple[tuple[float, str, str], ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    retryable: bool = True
+    bad_input: tuple[str, str] | None = None  # (data version of the input, digest of the damaged object)
+    checks: tuple[dict[str, Any], ...] = ()
