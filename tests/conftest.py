@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -11,6 +13,14 @@ from pathlib import Path
 import pytest
 
 ProjectFactory = Callable[..., Path]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the cairn command line in a subprocess (wide output, so lines do not wrap)."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "cairn.cli.main", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def write_project(root: Path, pipeline: str, *, executor: str = "inline", extra: str = "", seed: int = 7) -> Path:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from cairn.engine.integrity import gc, verify
 from cairn.project import load_project
 from cairn.storage.artifacts import LocalArtifactStore
 from cairn.storage.memory import MemoryArtifactStore
-from tests.conftest import ProjectFactory
+from tests.conftest import ProjectFactory, cli
 
 PIPELINE = """
 from cairn import Context, Files, asset
@@ -42,13 +40,6 @@ def folder(ctx: Context, numbers: list[int]) -> Files:
     (out / "sub" / "b.txt").write_text(",".join(map(str, numbers)))
     return Files(out)
 """
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "cairn.cli.main", *args], capture_output=True, text=True, env=env, timeout=120
-    )
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -17,7 +14,7 @@ import pytest
 import cairn
 from cairn.core.records import Materialization
 from cairn.lineage.diff import Change, diff_environments, diff_materializations
-from tests.conftest import ProjectFactory, set_pipeline
+from tests.conftest import ProjectFactory, cli, set_pipeline
 from tests.unit.test_openlineage import validate_event
 
 PIPELINE = """
@@ -58,13 +55,6 @@ def report(ctx: Context, features: pa.Table) -> dict:
 def side(raw: dict) -> int:
     return len(raw["values"])
 """
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "cairn.cli.main", *args], capture_output=True, text=True, env=env, timeout=120
-    )
 
 
 @pytest.fixture

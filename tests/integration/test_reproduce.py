@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ from cairn.engine.reproduce import reproduce
 from cairn.errors import UsageError
 from cairn.project import load_project
 from cairn.tracking.environment import capture, distributions
-from tests.conftest import ProjectFactory, set_pipeline
+from tests.conftest import ProjectFactory, cli, set_pipeline
 
 PIPELINE = """
 import os
@@ -56,13 +55,6 @@ def noisy(clean: list[int]) -> float:
 def salted(clean: list[int]) -> bytes:
     return os.urandom(8) + bytes(clean)
 """
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "cairn.cli.main", *args], capture_output=True, text=True, env=env, timeout=120
-    )
 
 
 @pytest.fixture

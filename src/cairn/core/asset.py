@@ -159,7 +159,7 @@ def asset(
         return AssetDef(
             name=asset_name,
             fn=func,
-            inputs=_inputs(asset_name, func, signature, ins or {}),
+            inputs=_inputs(asset_name, signature, ins or {}),
             context_param=_context_param(signature),
             params=_checked_params(asset_name, params or {}),
             partitions=_checked_partitions(asset_name, partitions),
@@ -257,9 +257,7 @@ def _context_param(signature: inspect.Signature) -> str | None:
     return None
 
 
-def _inputs(
-    asset_name: str, func: Callable[..., Any], signature: inspect.Signature, ins: Mapping[str, str | InputMapping]
-) -> tuple[Input, ...]:
+def _inputs(asset_name: str, signature: inspect.Signature, ins: Mapping[str, str | InputMapping]) -> tuple[Input, ...]:
     inputs = []
     names = set(signature.parameters)
     for param in signature.parameters.values():

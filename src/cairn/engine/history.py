@@ -39,6 +39,3 @@ class StoreHistory:
         """Record a materialization committed during this run."""
         self._latest[(mat.asset, mat.partition)] = mat
         self._failed.discard(mat.cache_key)
-
-    def forget_failure(self, cache_key: str) -> None:
-        self._failed.discard(cache_key)
