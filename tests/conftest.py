@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.postgres", "tests.s3server"]
+
 ProjectFactory = Callable[..., Path]
 
 

@@ -19,10 +19,10 @@ EXECUTOR_KINDS = ("inline", "thread", "process", "dask", "ray")
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _TYPE_NAMES = {str: "a string", int: "an integer"}
-_SECTIONS = ("project", "storage", "executor", "defaults", "profiles", "pools", "circuit_breakers", "engine")
+_SECTIONS = ("project", "storage", "executor", "defaults", "params", "profiles", "pools", "circuit_breakers", "engine")
 _KEYS: dict[str, tuple[str, ...]] = {
     "project": ("name", "modules", "seed"),
-    "storage": ("artifacts", "database"),
+    "storage": ("artifacts", "artifacts_options", "database"),
     "executor": ("kind", "workers", "address", "start"),
     "defaults": ("retry", "timeout"),
     "engine": ("heartbeat_s", "lease_ttl_s", "stale_after_s"),
@@ -38,6 +38,7 @@ class Settings:
     modules: tuple[str, ...]
     seed: int = 0
     artifacts: str = ".cairn/artifacts"
+    artifacts_options: Mapping[str, Any] = field(default_factory=dict)
     database: str = "sqlite:///.cairn/cairn.db"
     executor: str = "process"
     workers: int = 0
@@ -45,6 +46,7 @@ class Settings:
     executor_start: str = "fork"
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     profiles: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     pools: Mapping[str, int] = field(default_factory=dict)
     breakers: Mapping[str, BreakerPolicy] = field(default_factory=dict)
@@ -114,13 +116,15 @@ def parse_settings(data: Mapping[str, Any], root: Path) -> Settings:
         modules=tuple(modules),
         seed=_typed(project.get("seed", 0), int, "[project] seed"),
         artifacts=_typed(storage.get("artifacts", ".cairn/artifacts"), str, "[storage] artifacts"),
+        artifacts_options=_storage_options(storage.get("artifacts_options", {})),
         database=_typed(storage.get("database", "sqlite:///.cairn/cairn.db"), str, "[storage] database"),
         executor=kind,
         workers=_non_negative(executor.get("workers", 0), "[executor] workers"),
-        executor_address=executor.get("address"),
+        executor_address=_address(executor.get("address")),
         executor_start=_choice(executor.get("start", "fork"), ("fork", "spawn"), "[executor] start"),
         retry=_retry(defaults.get("retry", {}), "[defaults] retry"),
         timeout=_timeout(defaults.get("timeout")),
+        params=_overlay_table(data.get("params", {}), "[params]"),
         profiles=_profiles(data.get("profiles", {})),
         pools=_pools(data.get("pools", {})),
         breakers=_breakers(data.get("circuit_breakers", {})),
@@ -128,6 +132,14 @@ def parse_settings(data: Mapping[str, Any], root: Path) -> Settings:
         lease_ttl_s=float(_positive(engine.get("lease_ttl_s", 60.0), "[engine] lease_ttl_s")),
         stale_after_s=float(_positive(engine.get("stale_after_s", 120.0), "[engine] stale_after_s")),
     )
+
+
+def _address(value: Any) -> str | None:
+    """``[executor] address``: where the dask or ray executor finds its cluster (absent: it starts one)."""
+    if value is None:
+        return None
+    address: str = _typed(value, str, "[executor] address").strip()
+    return address or None
 
 
 def _table(data: Mapping[str, Any], section: str) -> Mapping[str, Any]:
@@ -173,6 +185,17 @@ def _timeout(value: Any) -> float | None:
     return None if value is None else _positive(value, "[defaults] timeout")
 
 
+def _storage_options(value: Any) -> dict[str, Any]:
+    """The fsspec storage options of the artifact store, a plain dict (step jobs carry it to workers)."""
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [storage] artifacts_options must be a table of fsspec storage options, e.g. "
+            '{ endpoint_url = "http://127.0.0.1:9000", client_kwargs = { region_name = "eu-west-1" } }, '
+            f"got {value!r}"
+        )
+    return dict(value)
+
+
 def _retry(value: Any, where: str) -> Retry:
     if not isinstance(value, dict):
         raise ConfigError(f"{CONFIG_FILE}: {where} must be a table like {{ max_attempts = 3, backoff = 1.0 }}")
@@ -192,13 +215,17 @@ def _profiles(value: Any) -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for profile, overlay in value.items():
         _name(profile, "profile")
-        if not isinstance(overlay, dict) or not all(isinstance(v, dict) for v in overlay.values()):
-            raise ConfigError(
-                f"{CONFIG_FILE}: [profiles.{profile}] must map asset names to param tables, "
-                "e.g. train = { num_trees = 1600 }"
-            )
-        out[profile] = {asset: dict(params) for asset, params in overlay.items()}
+        out[profile] = _overlay_table(overlay, f"[profiles.{profile}]")
     return out
+
+
+def _overlay_table(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """A params overlay: asset name → table of param values (checked against the assets when a project loads)."""
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError(
+            f"{CONFIG_FILE}: {where} must map asset names to param tables, e.g. train = {{ num_trees = 1600 }}"
+        )
+    return {asset: dict(params) for asset, params in value.items()}
 
 
 def _pools(value: Any) -> dict[str, int]:

@@ -55,8 +55,9 @@ class Project:
     def params(
         self, profile: str | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Each asset's params: its defaults, overlaid by a profile, overlaid by ``--set`` values."""
+        """Each asset's params: its defaults, overlaid by ``[params]`` of cairn.toml, by a profile, by ``--set``."""
         resolved = {name: dict(a.params) for name, a in self.graph.assets.items()}
+        _overlay(resolved, self.settings.params, "cairn.toml [params]", ConfigError)
         if profile is not None:
             if profile not in self.settings.profiles:
                 known = list(self.settings.profiles)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cairn.errors import ConfigError
-from cairn.storage.artifacts import FsspecArtifactStore, LocalArtifactStore, open_artifacts
+from cairn.errors import ConfigError, StoreError
+from cairn.storage.artifacts import LocalArtifactStore, open_artifacts
 from cairn.storage.base import ArtifactStore
 from cairn.storage.memory import MemoryArtifactStore
+from cairn.storage.remote import FsspecArtifactStore
 from cairn.testing.artifacts import ArtifactStoreContract
+from tests.s3server import S3Server
 
 
 class TestLocalArtifactStore(ArtifactStoreContract):
@@ -37,7 +40,7 @@ class TestMemoryArtifactStore(ArtifactStoreContract):
 
 
 class TestFsspecArtifactStore(ArtifactStoreContract):
-    """Runs over fsspec's in-memory filesystem, as a stand-in for object stores (s3://, gs://)."""
+    """Runs over fsspec's in-memory filesystem: the staged path of filesystems that are not object stores."""
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[ArtifactStore]:
@@ -47,6 +50,20 @@ class TestFsspecArtifactStore(ArtifactStoreContract):
         yield store
         if store.fs.exists(url):
             store.fs.rm(url, recursive=True)
+
+    def replace_bytes(self, store: ArtifactStore, digest: str, data: bytes) -> None:
+        assert isinstance(store, FsspecArtifactStore)
+        store.fs.pipe_file(store.object_key(digest), data)
+
+
+class TestS3ArtifactStore(ArtifactStoreContract):
+    """Runs over a real S3-compatible server on loopback, one bucket per test."""
+
+    @pytest.fixture
+    def store(self, s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> ArtifactStore:
+        store = open_artifacts(f"s3://{s3_bucket}/some/prefix", tmp_path, s3_server.options())
+        assert isinstance(store, FsspecArtifactStore)
+        return store
 
     def replace_bytes(self, store: ArtifactStore, digest: str, data: bytes) -> None:
         assert isinstance(store, FsspecArtifactStore)
@@ -132,7 +149,7 @@ def test_open_artifacts_refuses_unknown_schemes_and_empty_settings(tmp_path: Pat
 def test_fsspec_writer_spills_large_objects_to_disk_and_uploads_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cairn.storage.artifacts.SPOOL_MAX_BYTES", 1024)
+    monkeypatch.setattr("cairn.storage.remote.SPOOL_MAX_BYTES", 1024)
     url = f"memory://cairn-test-{uuid.uuid4().hex}/spill"
     store = FsspecArtifactStore(url)
     data = os.urandom(200_000)
@@ -141,3 +158,32 @@ def test_fsspec_writer_spills_large_objects_to_disk_and_uploads_them(
         assert store.read_bytes(digest, size) == data
     finally:
         store.fs.rm(url, recursive=True)
+
+
+@pytest.fixture
+def staged_store() -> Iterator[FsspecArtifactStore]:
+    """A fsspec store on a filesystem that is not an object store: uploads are staged under tmp/."""
+    url = f"memory://cairn-test-{uuid.uuid4().hex}/staged"
+    store = FsspecArtifactStore(url)
+    yield store
+    if store.fs.exists(url):
+        store.fs.rm(url, recursive=True)
+
+
+def test_fsspec_staged_upload_leaves_nothing_under_tmp(staged_store: FsspecArtifactStore) -> None:
+    digest, size = staged_store.put_bytes(b"staged, then moved into place")
+    assert staged_store.read_bytes(digest, size) == b"staged, then moved into place"
+    assert staged_store.fs.find(f"{staged_store.root}/tmp") == []
+
+
+def test_fsspec_store_lists_and_removes_only_stale_staging_files(staged_store: FsspecArtifactStore) -> None:
+    digest, _ = staged_store.put_bytes(b"a published object")
+    leftover = f"{staged_store.root}/tmp/otherhost-123-0123456789abcdef.part"
+    staged_store.fs.pipe_file(leftover, b"half")
+    assert staged_store.stale_uploads(before=time.time() - 3600) == []  # too young: it may be in progress
+    assert staged_store.stale_uploads(before=time.time() + 1) == [(leftover, 4)]
+    for name in (staged_store.object_key(digest), "/elsewhere/tmp/x.part", f"{staged_store.root}/tmp/../objects"):
+        with pytest.raises(StoreError, match="is not an unfinished upload"):
+            staged_store.remove_upload(name)
+    staged_store.remove_upload(leftover)
+    assert staged_store.stale_uploads(before=time.time() + 1) == [] and staged_store.exists(digest)

@@ -13,20 +13,19 @@ from cairn.storage import schema
 from cairn.storage.metadata import open_metadata
 from cairn.testing.metadata import MetadataStoreContract, StoreOpener, start_run
 
-
-class TestSQLiteInMemory(MetadataStoreContract):
-    shared_database = False
-
-    @pytest.fixture
-    def open_store(self, tmp_path: Path) -> Iterator[StoreOpener]:
-        with StoreOpener("sqlite:///:memory:", tmp_path) as opener:
-            yield opener
+# The backends the contract runs over; a new backend joins by adding its URL here.
+BACKENDS = {
+    "memory": "sqlite:///:memory:",
+    "sqlite": "sqlite:///.cairn/cairn.db",
+    "postgresql": None,  # a fresh database on the test server (tests/postgres.py)
+}
 
 
-class TestSQLiteFile(MetadataStoreContract):
-    @pytest.fixture
-    def open_store(self, tmp_path: Path) -> Iterator[StoreOpener]:
-        with StoreOpener("sqlite:///.cairn/cairn.db", tmp_path) as opener:
+class TestMetadataStore(MetadataStoreContract):
+    @pytest.fixture(params=list(BACKENDS))
+    def open_store(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreOpener]:
+        url = BACKENDS[request.param] or request.getfixturevalue("postgres_url")
+        with StoreOpener(url, tmp_path) as opener:
             yield opener
 
 
@@ -45,14 +44,6 @@ def test_an_absolute_sqlite_path_uses_wal_journal(tmp_path: Path) -> None:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         connection.close()
-
-
-@pytest.mark.parametrize(
-    "url", ["postgresql+psycopg://user@host/db", "postgresql://user@host/db", "postgres://host/db"]
-)
-def test_postgresql_urls_name_the_missing_support(url: str, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"PostgreSQL.*cairn\[postgres\]"):
-        open_metadata(url, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -95,3 +86,19 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest
         assert store._rows("test", "SELECT MAX(version) FROM schema_version")[0][0] == schema.supported_schema_version()
         tables = store._rows("test", "SELECT name FROM sqlite_master WHERE name = 'extra'")
         assert tables == []
+
+
+def test_a_database_made_before_pool_slots_is_upgraded_and_keeps_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """A database at schema version 2 (before shared pool slots) gains them, on SQLite and PostgreSQL alike."""
+    packaged = schema._migrations()
+    monkeypatch.setattr(schema, "_migrations", lambda: packaged[:2])
+    with open_metadata(database_url, tmp_path) as store:
+        start_run(store, "run-1")
+        assert store._rows("test", "SELECT MAX(version) FROM schema_version") == [(2,)]
+    monkeypatch.undo()
+    with open_metadata(database_url, tmp_path) as store:
+        assert store._rows("test", "SELECT MAX(version) FROM schema_version") == [(packaged[-1][0],)]
+        assert store.get_run("run-1") is not None
+        assert store.acquire_pool_slot("db", 1, "run-1", "host:1", ttl_s=600) is not None

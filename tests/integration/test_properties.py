@@ -167,8 +167,12 @@ def write_module(root: Path, module: str, text: str) -> None:
 
 
 @contextmanager
-def project(text: str, executor: str = "process", start: str = "fork") -> Iterator[tuple[Path, str]]:
+def project(
+    text: str, executor: str = "process", start: str = "fork", address: str | None = None
+) -> Iterator[tuple[Path, str]]:
     """A throwaway project folder holding `text` as its module; yields ``(folder, module name)``.
+
+    `address` is the cluster of the dask or ray executor (none: the executor starts its own).
 
     Each project gets its own module name, and the test process forgets it afterwards, so that
     examples never see each other's modules.
@@ -192,6 +196,7 @@ def project(text: str, executor: str = "process", start: str = "fork") -> Iterat
                 kind = "{executor}"
                 workers = 2
                 start = "{start}"
+                {f'address = "{address}"' if address else ""}
 
                 [defaults]
                 retry = {{ max_attempts = 1 }}

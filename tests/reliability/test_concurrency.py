@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -30,7 +29,9 @@ from typing import Any
 import pytest
 
 import cairn
+from cairn.config import load_settings
 from cairn.engine.run import RunResult
+from cairn.storage.metadata import open_metadata
 
 PRELUDE = '''\
 """A test pipeline; every function logs its start (and end) to executions.log."""
@@ -65,7 +66,13 @@ def calls(asset):
 
 
 def make_project(
-    root: Path, body: str, extra: str = "", workers: int = 2, engine: str = "", start: str | None = None
+    root: Path,
+    body: str,
+    extra: str = "",
+    workers: int = 2,
+    engine: str = "",
+    start: str | None = None,
+    database: str = "sqlite:///.cairn/cairn.db",
 ) -> tuple[Path, str]:
     """Write a project with a process executor; the module gets a unique name, so in-process runs of
     several projects never share a module. Returns ``(folder, module name)``."""
@@ -79,7 +86,7 @@ def make_project(
 
         [storage]
         artifacts = ".cairn/artifacts"
-        database = "sqlite:///.cairn/cairn.db"
+        database = "{database}"
 
         [executor]
         kind = "process"
@@ -137,8 +144,9 @@ def started(root: Path) -> Counter[str]:
 
 
 def query(root: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(root / ".cairn" / "cairn.db", timeout=30)) as conn, conn:
-        return conn.execute(sql, params).fetchall()
+    """Rows of a read on the project's metadata database (SQLite or PostgreSQL), with ``?`` placeholders."""
+    with open_metadata(load_settings(root).database, root) as store:
+        return [tuple(row) for row in store._rows("test query", sql, params)]
 
 
 def materialize(root: Path, **options: Any) -> RunResult:
@@ -203,9 +211,10 @@ def solo(ctx):
 SLOW_ASSETS = {"s0", "s1", "s2", "m0", "m1", "top", "solo"}
 
 
-def start_engine(root: Path) -> subprocess.Popen[str]:
+def start_engine(root: Path, *selection: str) -> subprocess.Popen[str]:
+    """``cairn run --json [SELECTION]`` in a new process group (so that a test can kill it with its workers)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cairn.cli.main", "-C", str(root), "run", "--json"],
+        [sys.executable, "-m", "cairn.cli.main", "-C", str(root), "run", "--json", *selection],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -275,11 +284,25 @@ stale_after_s = 1
 """
 
 
-@pytest.fixture(scope="module")
-def stalled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stalled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Engine A is frozen (SIGSTOP) while it runs `x`, past its lease and heartbeat; engine B then runs the
-    same selection to completion; then A is resumed and finishes. Returns what each reported."""
-    root, _ = make_project(tmp_path_factory.mktemp("stall") / "proj", STALL, engine=STALL_ENGINE)
+    same selection to completion; then A is resumed and finishes. Returns what each reported.
+
+    Runs on an SQLite file, then on a PostgreSQL database: leases expire on the database's clock either way."""
+    if request.param == "sqlite":
+        yield run_stalled(tmp_path_factory.mktemp("stall"), "sqlite:///.cairn/cairn.db")
+        return
+    databases = request.getfixturevalue("postgres_databases")
+    url = databases.create()
+    try:
+        yield run_stalled(tmp_path_factory.mktemp("stall"), url)
+    finally:
+        databases.drop(url)
+
+
+def run_stalled(folder: Path, database: str) -> dict[str, Any]:
+    root, _ = make_project(folder / "proj", STALL, engine=STALL_ENGINE, database=database)
     first = start_engine(root)
     try:
         deadline = time.monotonic() + 60

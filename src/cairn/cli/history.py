@@ -107,6 +107,7 @@ def show(
     assert run is not None
     metrics = {key: m.metrics for key, m in mats.items() if m.metrics}
     checks = {key: m.metadata["cairn.checks"] for key, m in mats.items() if m.metadata.get("cairn.checks")}
+    added = {key: {k: v for k, v in m.metadata.items() if k != "cairn.checks"} for key, m in mats.items()}
     if as_json:
         print_json(
             {
@@ -131,6 +132,7 @@ def show(
                         "error": s.error,
                         "metrics": metrics.get((s.asset, s.partition), {}),
                         "checks": checks.get((s.asset, s.partition), []),
+                        "metadata": added.get((s.asset, s.partition), {}),
                     }
                     for s in steps
                 ],

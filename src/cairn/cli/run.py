@@ -92,7 +92,8 @@ def run(
     profile: ProfileOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Number of parallel workers.")] = None,
     executor: Annotated[
-        str | None, typer.Option("--executor", help="inline, thread or process (default from cairn.toml).")
+        str | None,
+        typer.Option("--executor", help="inline, thread, process, dask or ray (default from cairn.toml)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Run the selected assets even if cached.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start nothing new after a failure.")] = False,

@@ -36,7 +36,7 @@ def open_stores(settings: Settings) -> Iterator[Stores]:
     """Open the metadata database and the artifact store of a project; close the database after."""
     meta = open_metadata(settings.database, settings.root)
     try:
-        yield Stores(meta, open_artifacts(settings.artifacts, settings.root))
+        yield Stores(meta, open_artifacts(settings.artifacts, settings.root, settings.artifacts_options))
     finally:
         meta.close()
 
@@ -68,7 +68,7 @@ def materialize(
         project: the project folder (or loaded settings/project).
         force: run the selected assets even when cached.
         fail_fast: stop starting new steps after the first failure.
-        executor: override ``[executor] kind`` ("inline", "thread", "process").
+        executor: override ``[executor] kind`` ("inline", "thread", "process", "dask", "ray").
         workers: override ``[executor] workers``.
         profile: apply the params overlay of ``[profiles.NAME]``.
         params: per-asset param overrides, ``{"asset": {"param": value}}``.

@@ -75,7 +75,11 @@ class Checkpoint:
 
 
 class Context:
-    """Passed to an asset function that asks for it (a parameter annotated `Context` or named `ctx`)."""
+    """Passed to an asset function that asks for it (a parameter annotated `Context` or named `ctx`).
+
+    ``input_versions`` maps each input parameter to the data version it was given, or, for a windowed or
+    all-partitions input, to ``{partition key: data version}``: what a dataset spec pins.
+    """
 
     def __init__(
         self,
@@ -89,12 +93,14 @@ class Context:
         workdir: Path,
         checkpoint: Checkpoint,
         partition_window: tuple[Any, Any] | None = None,
+        input_versions: Mapping[str, Any] | None = None,
     ) -> None:
         self.asset = asset
         self.partition: str | None = partition or None
         self.partition_window = partition_window
         self.params: Mapping[str, Any] = MappingProxyType(dict(params))
         self.seed = seed
+        self.input_versions: Mapping[str, Any] = MappingProxyType(dict(input_versions or {}))
         self.run_id = run_id
         self.attempt = attempt
         self.log = StepLogger(asset)

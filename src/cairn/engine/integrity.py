@@ -4,8 +4,9 @@
             missing = referenced but absent; corrupt = bytes that do not hash to the name (or the recorded size
             differs) ─▶ moved to <root>/quarantine/<hex>, so the next run sees a cache miss and recomputes it
 
-    gc:     keep = keep_set() ─▶ remove stored objects not in it, temp files older than an hour, and rebuilt
-            `Files` folders of manifests not kept; a dry run (the default) only lists them
+    gc:     keep = keep_set() ─▶ remove stored objects not in it, temp files and unfinished uploads (S3
+            multipart uploads, staging keys) older than an hour, and rebuilt `Files` folders of manifests not
+            kept; a dry run (the default) only lists them
 
 Both work through the `ArtifactStore` port (`digests`, `read_bytes`, `size`, `delete`); a local store adds fast
 paths: memory-mapped, multi-threaded hashing, and a quarantine by rename.
@@ -26,9 +27,10 @@ from typing import Any
 from cairn.core.records import RUNNING
 from cairn.errors import CorruptObject, MissingObject, UsageError
 from cairn.lineage.graph import step_label
-from cairn.storage.artifacts import DIGEST_PATTERN, FsspecArtifactStore, LocalArtifactStore, check_digest
+from cairn.storage.artifacts import DIGEST_PATTERN, LocalArtifactStore, check_digest
 from cairn.storage.base import ArtifactStore
 from cairn.storage.metadata import MetadataStore
+from cairn.storage.remote import FsspecArtifactStore
 
 QUARANTINE_DIR = "quarantine"
 FILES_FORMAT = "files"
@@ -293,10 +295,7 @@ def quarantine_object(artifacts: ArtifactStore, digest: str) -> str:
         os.replace(artifacts.object_path(digest), target)
         return target
     if isinstance(artifacts, FsspecArtifactStore):
-        key = artifacts.object_key(digest)
-        target = f"{key.rsplit('/objects/', 1)[0]}/{QUARANTINE_DIR}/{hex_digest}"
-        artifacts.fs.mv(key, target)
-        return f"{artifacts.url} ({target})"
+        return artifacts.quarantine(digest, QUARANTINE_DIR)
     artifacts.delete(digest)
     return "deleted"
 
@@ -373,10 +372,17 @@ def gc(
     if isinstance(artifacts, LocalArtifactStore):
         temp_files = _stale_entries(artifacts.tmp_dir, clock)
         file_caches = _stale_file_caches(os.path.join(artifacts.root, "files"), keep, clock)
+    elif isinstance(artifacts, FsspecArtifactStore):
+        temp_files = artifacts.stale_uploads(before=clock - TEMP_MAX_AGE_S)
     if apply:
         for digest, _ in objects:
             artifacts.delete(digest)
-        for path, _ in (*temp_files, *file_caches):
+        for path, _ in temp_files:
+            if isinstance(artifacts, FsspecArtifactStore):
+                artifacts.remove_upload(path)
+            else:
+                _remove(path)
+        for path, _ in file_caches:
             _remove(path)
         if isinstance(artifacts, LocalArtifactStore):
             _remove_empty_shards(artifacts.objects_dir)

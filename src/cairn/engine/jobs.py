@@ -44,6 +44,8 @@ class StepJob:
     capture_output: bool = False
     timeout: float | None = None
     previous: StoredValue | None = None
+    # The artifact store's fsspec storage options (endpoint, credentials): left out of repr, they may hold secrets.
+    artifacts_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

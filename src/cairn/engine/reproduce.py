@@ -113,6 +113,7 @@ def reproduce(project: Project, stores: Stores, step: StepId, run: str | None = 
     job = StepJob(
         project_dir=root,
         artifacts_url=project.settings.artifacts,
+        artifacts_options=dict(project.settings.artifacts_options),
         asset=mat.asset,
         partition=mat.partition,
         run_id=mat.run_id,

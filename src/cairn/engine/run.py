@@ -38,8 +38,11 @@ from cairn.executors.base import Completed, Executor, create_executor
 from cairn.project import Project, installed_versions
 from cairn.storage.base import ArtifactStore
 from cairn.storage.metadata import MetadataStore
+from cairn.storage.pools import SlotLease
 
 EventSink = Callable[[Event], None]
+# Seconds between asks for a slot of a pool that other engines fill.
+_POOL_POLL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,8 @@ class Engine:
         self.pending_records: list[R.StepRecord] = []
         self.breakers: dict[str, CircuitBreaker] = {}
         self.pool_use: dict[str, int] = {}
+        self.pool_slots: dict[StepId, SlotLease] = {}  # slots held in the database, shared with other engines
+        self.pool_poll: float | None = None
         self.cpu_used = 0.0
         self.mem_used = 0
         self.priority: dict[StepId, float] = {}
@@ -392,6 +397,8 @@ class Engine:
     def _wait_time(self, next_heartbeat: float) -> float | None:
         now = time.monotonic()
         times = [next_heartbeat, *self.retry_wait.values(), *self.lease_wait.values()]
+        if self.pool_poll is not None:
+            times.append(self.pool_poll)
         for breaker in self.breakers.values():
             if breaker.state == "open":
                 times.append(now + breaker.wait_time(time.time()))
@@ -491,6 +498,8 @@ class Engine:
             return
         capacity = self.executor.capacity
         deferred = []
+        full: set[str] = set()  # pools whose slots other engines hold, as found in this pass
+        self.pool_poll = None
         while self.ready:
             if self.running and self.cpu_used >= capacity.cpu - 1e-9:
                 break
@@ -504,10 +513,12 @@ class Engine:
             fits = not self.running or (
                 self.cpu_used + cpu <= capacity.cpu + 1e-9 and self.mem_used + mem <= capacity.memory_mb
             )
-            if not fits or not self._pool_free(st.asset):
+            if not fits or not self._take_pool_slot(step, st.asset, full):
                 deferred.append(entry)
                 continue
             verdict = self._admit(st.asset)
+            if verdict != "yes":
+                self._give_pool_slot_back(step)
             if verdict == "wait":
                 deferred.append(entry)
                 continue
@@ -519,10 +530,33 @@ class Engine:
         for entry in deferred:
             heapq.heappush(self.ready, entry)
 
-    def _pool_free(self, asset: AssetDef) -> bool:
+    def _take_pool_slot(self, step: StepId, asset: AssetDef, full: set[str]) -> bool:
+        """Whether a step may start within its pool's limit, counted across every engine on the database.
+
+        This engine's own count answers first (no query while it fills the pool itself); then the step takes
+        a slot in the database, or waits while other engines hold them all.
+        """
         if not asset.pool:
             return True
-        return self.pool_use.get(asset.pool, 0) < self.settings.pools[asset.pool]
+        limit = self.settings.pools[asset.pool]
+        if self.pool_use.get(asset.pool, 0) >= limit or asset.pool in full:
+            return False
+        lease = self.meta.acquire_pool_slot(
+            asset.pool, limit, self.run_id, self.owner, self.settings.lease_ttl_s, str(step)
+        )
+        if lease is None:
+            full.add(asset.pool)
+            for holder in self.meta.pool_holders(asset.pool):
+                self._abandon_if_dead(holder.run_id, holder.owner)
+            self.pool_poll = time.monotonic() + _POOL_POLL_S
+            return False
+        self.pool_slots[step] = lease
+        return True
+
+    def _give_pool_slot_back(self, step: StepId) -> None:
+        lease = self.pool_slots.pop(step, None)
+        if lease is not None:
+            self.meta.release_pool_slot(lease)
 
     def _admit(self, asset: AssetDef) -> str:
         verdicts = [self._breaker(system).admit(time.time()) for system in asset.uses]
@@ -543,6 +577,7 @@ class Engine:
         attempt = R.AttemptRecord(self.run_id, step.asset, step.partition, st.attempts + 1, "running", time.time())
         token = self.meta.acquire_lease(key, self.run_id, self.owner, self.settings.lease_ttl_s, attempt)
         if token is None:
+            self._give_pool_slot_back(step)
             self._take_over_dead(key)
             self.lease_wait[step] = time.monotonic() + 0.1
             st.status = "waiting"
@@ -551,6 +586,7 @@ class Engine:
             # The key was leased before: another run may have committed it since this run decided.
             hit = self.history.cached(step, key)
             if hit is not None:
+                self._give_pool_slot_back(step)
                 self.meta.release_lease(key, token)
                 self.meta.finish_attempt(self.run_id, step.asset, step.partition, attempt.attempt, "reused")
                 self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
@@ -561,6 +597,7 @@ class Engine:
         job = StepJob(
             project_dir=str(self.settings.root),
             artifacts_url=self.settings.artifacts,
+            artifacts_options=dict(self.settings.artifacts_options),
             asset=step.asset,
             partition=step.partition,
             run_id=self.run_id,
@@ -570,7 +607,7 @@ class Engine:
             seed=st.spec.seed,
             inputs=self._inputs(st),
             source_path=st.source_path,
-            capture_output=self.kind == "process",
+            capture_output=self.kind in ("process", "ray"),  # one job per process main thread
             timeout=st.asset.timeout or self.settings.timeout,
             previous=self._previous_for_drift(st),
         )
@@ -579,7 +616,7 @@ class Engine:
         if st.asset.pool:
             self.pool_use[st.asset.pool] = self.pool_use.get(st.asset.pool, 0) + 1
         self.on_event(Event(STEP_STARTED, self.run_id, step, "running", st.reason))
-        ticket = self.executor.submit(self._job_function(), job, job.timeout)
+        ticket = self.executor.submit(self._job_function(), job, job.timeout, st.asset.resources)
         self.running[ticket] = step
         self._held[step] = (cpu, mem)
 
@@ -602,9 +639,11 @@ class Engine:
     def _take_over_dead(self, key: str) -> None:
         """Abandon the run holding a lease when its engine was a process of this host that is gone."""
         holder = self.meta.lease_owner(key)
-        if holder is None:
-            return
-        run_id, owner = holder
+        if holder is not None:
+            self._abandon_if_dead(*holder)
+
+    def _abandon_if_dead(self, run_id: str, owner: str) -> None:
+        """Abandon a run whose engine was a process of this host that is gone: its leases and slots free at once."""
         host, _, pid = owner.rpartition(":")
         if host != os.uname().nodename or not pid.isdigit() or _alive(int(pid)):
             return
@@ -631,6 +670,7 @@ class Engine:
         self.mem_used -= mem
         if st.asset.pool:
             self.pool_use[st.asset.pool] -= 1
+            self._give_pool_slot_back(step)
         outcome = _outcome(done, st.asset.timeout or self.settings.timeout)
         if outcome.logs:
             self.meta.add_logs(
@@ -810,6 +850,7 @@ class Engine:
             self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, R.FAILED, reason)
             if st.decision and st.decision.cache_key and st.token is not None:
                 self.meta.release_lease(st.decision.cache_key, st.token)
+            self._give_pool_slot_back(step)
             st.status, st.error = R.FAILED, reason
             self._record(st)
             del self.running[ticket]
@@ -846,6 +887,9 @@ class Engine:
                 held.append((st.decision.cache_key, st.token))
         if held:
             self.meta.renew_leases(held, self.settings.lease_ttl_s)
+        # A slot lost meanwhile (this engine stalled past its expiry) stays lost: the step runs on, and the
+        # finished step gives back nothing, as its token is no longer current.
+        self.meta.renew_pool_slots(list(self.pool_slots.values()), self.settings.lease_ttl_s)
         self._flush()
 
 

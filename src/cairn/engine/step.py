@@ -28,7 +28,9 @@ from cairn.errors import CorruptObject, MissingObject, NonRetryable, StepTimeout
 from cairn.executors.base import job_started
 
 _graphs: dict[str, Graph] = {}
-_stores: dict[tuple[str, str], Any] = {}
+_loaded: dict[str, tuple[str, Graph]] = {}  # project folder -> (run id, graph) loaded by this worker
+_loading = threading.Lock()  # a worker with several threads imports the project's modules once at a time
+_stores: dict[tuple[str, str, str], Any] = {}
 
 
 def register_graph(project_dir: str, graph: Graph) -> None:
@@ -42,7 +44,7 @@ def run_step(job: StepJob) -> StepOutcome:
     ctx: Context | None = None
     out = stdio.StringIO()
     try:
-        store = _store(job.artifacts_url, job.project_dir)
+        store = _store(job.artifacts_url, job.project_dir, job.artifacts_options)
         asset = _graph(job)[job.asset]
         if job.source_path is not None:
             stored = _copy_source(job, store)
@@ -153,21 +155,26 @@ def _plain(value: Any) -> Any:
 
 
 def _graph(job: StepJob) -> Graph:
+    """The engine's graph when it registered one in this process; else the project loaded once per run, so
+    that a long-lived worker (a Dask or Ray cluster's) runs each run's code, not the code of its first run."""
     graph = _graphs.get(job.project_dir)
-    if graph is None:
-        from cairn.project import load_project
+    if graph is not None:
+        return graph
+    with _loading:
+        loaded = _loaded.get(job.project_dir)
+        if loaded is None or loaded[0] != job.run_id:
+            from cairn.project import load_project
 
-        graph = load_project(job.project_dir).graph
-        _graphs[job.project_dir] = graph
-    return graph
+            loaded = _loaded[job.project_dir] = (job.run_id, load_project(job.project_dir).graph)
+    return loaded[1]
 
 
-def _store(url: str, project_dir: str) -> Any:
-    key = (url, project_dir)
+def _store(url: str, project_dir: str, options: dict[str, Any]) -> Any:
+    key = (url, project_dir, json.dumps(options, sort_keys=True, default=str))
     if key not in _stores:
         from cairn.storage.artifacts import open_artifacts
 
-        _stores[key] = open_artifacts(url, project_dir)
+        _stores[key] = open_artifacts(url, project_dir, options)
     return _stores[key]
 
 
@@ -188,7 +195,19 @@ def _context(job: StepJob, asset: AssetDef) -> Context:
         workdir=_workdir(job),
         checkpoint=Checkpoint(checkpoint),
         partition_window=context_window(asset.partitions, job.partition),
+        input_versions=_input_versions(job.inputs),
     )
+
+
+def _input_versions(specs: tuple[InputSpec, ...]) -> dict[str, Any]:
+    """Each parameter's data version; a windowed or all-partitions input gives one per partition key."""
+    versions: dict[str, Any] = {}
+    for spec in specs:
+        if spec.key is None:
+            versions[spec.param] = spec.ref.data_version
+        else:
+            versions.setdefault(spec.param, {})[spec.key] = spec.ref.data_version
+    return versions
 
 
 class _BadInput(Exception):

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cairn.errors import ConfigError
 
+if TYPE_CHECKING:
+    from cairn.core.asset import Resources
+
 Job = Callable[[Any], Any]
+
+EXTRAS = {"dask": ("dask", "distributed"), "ray": ("ray",)}  # executor kind -> the modules its extra installs
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +43,13 @@ class Executor(Protocol):
 
     capacity: Capacity
 
-    def submit(self, fn: Job, arg: Any, timeout: float | None = None) -> int:
+    def submit(self, fn: Job, arg: Any, timeout: float | None = None, resources: Resources | None = None) -> int:
         """Start `fn(arg)`; return a ticket.
 
         `timeout` is the job's own limit: a job is expected to stop itself then (the step job does, where it
         runs in a main thread); an executor that can stop it from outside (threads: stop waiting; processes:
-        kill the worker, after a grace) reports it timed out.
+        kill the worker, after a grace) reports it timed out. `resources` is what the job needs: a cluster
+        executor asks its scheduler for them; local executors leave them to the engine's own accounting.
         """
         ...
 
@@ -72,6 +80,15 @@ def set_job_started_hook(hook: Callable[[], None] | None) -> None:
     _started_hook = hook
 
 
+def until_deadline(timeout: float | None, deadlines: list[float | None]) -> float | None:
+    """How long a poll may wait: `timeout`, or less when one of the `deadlines` (monotonic) comes first."""
+    pending = [d for d in deadlines if d is not None]
+    if not pending:
+        return timeout
+    left = max(0.0, min(pending) - time.monotonic())
+    return left if timeout is None else min(timeout, left)
+
+
 def memory_mb() -> int:
     """Physical memory of this machine in MiB."""
     try:
@@ -81,7 +98,11 @@ def memory_mb() -> int:
 
 
 def create_executor(kind: str, workers: int, address: str | None = None, start: str = "fork") -> Executor:
-    """Build the executor named by ``[executor] kind`` (or ``--executor``)."""
+    """Build the executor named by ``[executor] kind`` (or ``--executor``).
+
+    ``dask`` and ``ray`` connect to the cluster at `address`, or start a local one with `workers` workers
+    (0: one per core) that they stop again on `close`.
+    """
     if kind == "inline":
         from cairn.executors.inline import InlineExecutor
 
@@ -94,7 +115,30 @@ def create_executor(kind: str, workers: int, address: str | None = None, start: 
         from cairn.executors.local import ProcessExecutor
 
         return ProcessExecutor(workers, start)
+    if kind == "dask":
+        with _extra("dask"):
+            from cairn.executors.dask import DaskExecutor
+        return DaskExecutor(workers, address)
+    if kind == "ray":
+        with _extra("ray"):
+            from cairn.executors.ray import RayExecutor
+        return RayExecutor(workers, address)
     raise ConfigError(
-        f"executor '{kind}' is not available in this installation: use inline, thread or process "
-        f"(dask and ray need the cairn[{kind}] extra and cluster support)"
+        f"executor '{kind}' is not known: use inline, thread, process, dask or ray "
+        "(in [executor] kind of cairn.toml or --executor)"
     )
+
+
+@contextlib.contextmanager
+def _extra(kind: str) -> Iterator[None]:
+    """Turn the import error of a missing optional dependency into the command that installs it."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRAS[kind]:
+            raise
+        raise ConfigError(
+            f"the {kind} executor needs the '{top}' package, which is not installed: run "
+            f"`pip install 'cairn[{kind}]'`, or choose another [executor] kind (inline, thread, process)"
+        ) from exc

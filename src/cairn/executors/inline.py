@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn.executors.base import Capacity, Completed, Job, memory_mb
+
+if TYPE_CHECKING:
+    from cairn.core.asset import Resources
 
 
 class InlineExecutor:
@@ -19,7 +22,7 @@ class InlineExecutor:
         self._done: list[Completed] = []
         self._next = 0
 
-    def submit(self, fn: Job, arg: Any, timeout: float | None = None) -> int:
+    def submit(self, fn: Job, arg: Any, timeout: float | None = None, resources: Resources | None = None) -> int:
         self._next += 1
         try:
             self._done.append(Completed(self._next, result=fn(arg)))

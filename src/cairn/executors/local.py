@@ -19,9 +19,12 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cairn.executors.base import Capacity, Completed, Job, memory_mb, set_job_started_hook
+from cairn.executors.base import Capacity, Completed, Job, memory_mb, set_job_started_hook, until_deadline
+
+if TYPE_CHECKING:
+    from cairn.core.asset import Resources
 
 STARTUP_GRACE_S = 60.0  # a worker's start-up and the job's input loading, before its timed work begins
 STOP_GRACE_S = 1.0  # after its timeout, how long a job has to stop itself before its worker is killed
@@ -41,7 +44,7 @@ class ThreadExecutor:
         self._deadlines: dict[int, float | None] = {}
         self._next = 0
 
-    def submit(self, fn: Job, arg: Any, timeout: float | None = None) -> int:
+    def submit(self, fn: Job, arg: Any, timeout: float | None = None, resources: Resources | None = None) -> int:
         self._next += 1
         ticket = self._next
         self._deadlines[ticket] = time.monotonic() + timeout if timeout else None
@@ -60,7 +63,7 @@ class ThreadExecutor:
             return []
         out: list[Completed] = []
         try:
-            out.append(self._finished.get(timeout=_until_deadline(timeout, list(self._deadlines.values()))))
+            out.append(self._finished.get(timeout=until_deadline(timeout, list(self._deadlines.values()))))
             while True:
                 out.append(self._finished.get_nowait())
         except queue.Empty:
@@ -135,7 +138,7 @@ class ProcessExecutor:
         self._done: list[Completed] = []
         self._next = 0
 
-    def submit(self, fn: Job, arg: Any, timeout: float | None = None) -> int:
+    def submit(self, fn: Job, arg: Any, timeout: float | None = None, resources: Resources | None = None) -> int:
         self._next += 1
         worker = self._idle.pop() if self._idle else self._start()
         worker.ticket = self._next
@@ -156,7 +159,7 @@ class ProcessExecutor:
         done, self._done = self._done, []
         if done or not self._busy:
             return done
-        wait_for = _until_deadline(timeout, [w.deadline for w in self._busy.values()])
+        wait_for = until_deadline(timeout, [w.deadline for w in self._busy.values()])
         by_conn = {w.conn: w for w in self._busy.values()}
         for conn in multiprocessing.connection.wait(list(by_conn), timeout=wait_for):
             worker = by_conn[conn]  # type: ignore[index]
@@ -272,11 +275,3 @@ def serve(fd: int) -> None:
             conn.send(reply)
         except (BrokenPipeError, OSError):
             return
-
-
-def _until_deadline(timeout: float | None, deadlines: list[float | None]) -> float | None:
-    pending = [d for d in deadlines if d is not None]
-    if not pending:
-        return timeout
-    left = max(0.0, min(pending) - time.monotonic())
-    return left if timeout is None else min(timeout, left)

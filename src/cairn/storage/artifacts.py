@@ -3,14 +3,19 @@
 Layout, the same for every backend::
 
     <root>/objects/ab/cdef...   one immutable object; the name is its digest's hex, split after 2 chars
-    <root>/tmp/                 writers' temporary files (local stores only)
+    <root>/tmp/                 writers' temporary files, named <host>-<pid>-<random>.part
     <root>/files/<hex>/         directories rebuilt from `cairn.io.Files` manifests (local stores only)
 
 A write goes through an `ObjectWriter` that hashes the bytes as they arrive (one pass) and publishes them
-under their digest on `commit`:
+under their digest on `commit`. The local store (a local disk, or a folder shared by several machines over
+NFS) does it with plain `os` calls and no locks:
 
-    write ... write -> commit: flush, fsync, rename into objects/ab/..., fsync the directory
+    write ... write -> commit: flush, fsync, hard-link into objects/ab/... (fails if already there: then the
+                               same bytes are published, or a damaged object is replaced by rename), remove the
+                               temporary file, fsync the directory
                     -> abort:  remove the temporary file; nothing is published
+
+Other URLs (``s3://``, ``gs://``, ...) go to `cairn.storage.remote.FsspecArtifactStore`.
 """
 
 from __future__ import annotations
@@ -18,10 +23,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -31,10 +35,8 @@ from cairn.hashing import PREFIX, digest_bytes, finish, new_hasher
 from cairn.storage.base import ArtifactStore
 
 DIGEST_PATTERN = re.compile(r"b3:[0-9a-f]{64}")
-# Bytes a fsspec writer keeps in memory before it spills to a local temporary file.
-SPOOL_MAX_BYTES = 16 * 1024 * 1024
-COPY_CHUNK_BYTES = 1024 * 1024
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9.]+")
 
 
 def check_digest(digest: str) -> str:
@@ -50,6 +52,13 @@ def check_digest(digest: str) -> str:
             "holds this value."
         )
     return digest[len(PREFIX) :]
+
+
+def temp_name() -> str:
+    """A temporary file name no other writer can pick, on this machine or another sharing the folder:
+    ``<host>-<pid>-<random>.part``, so that a leftover also says which machine and process left it."""
+    host = _NOT_IN_NAMES.sub("_", socket.gethostname()).strip("_.") or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:16]}.part"
 
 
 def verify_object(digest: str, data: bytes, size: int | None, where: str) -> bytes:
@@ -170,13 +179,13 @@ class HashingWriter:
 
 
 class _LocalWriter(HashingWriter):
-    """Writes to ``<root>/tmp/<random>.part``, then renames into ``objects/`` on commit."""
+    """Writes to ``<root>/tmp/<host>-<pid>-<random>.part``, then links it into ``objects/`` on commit."""
 
     def __init__(self, store: LocalArtifactStore) -> None:
         super().__init__()
         self._store = store
         os.makedirs(store.tmp_dir, exist_ok=True)
-        self._tmp_path = os.path.join(store.tmp_dir, f"{uuid.uuid4().hex}.part")
+        self._tmp_path = os.path.join(store.tmp_dir, temp_name())
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         self._file: IO[bytes] = os.fdopen(os.open(self._tmp_path, flags, 0o666), "wb")
 
@@ -192,17 +201,34 @@ class _LocalWriter(HashingWriter):
         if not os.path.isdir(shard):
             os.makedirs(shard, exist_ok=True)
             _fsync_dir(self._store.objects_dir)
-        if _file_size(final) == size:
-            # Same name, same size: the same bytes are already published.
+        if _file_size(final) != size:
+            _place(self._tmp_path, final, size)
+            _fsync_dir(shard)
+        with contextlib.suppress(FileNotFoundError):
             os.remove(self._tmp_path)
-            return
-        os.replace(self._tmp_path, final)
-        _fsync_dir(shard)
 
     def _discard(self) -> None:
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.remove(self._tmp_path)
+
+
+def _place(tmp_path: str, final: str, size: int) -> None:
+    """Publish ``tmp_path`` at ``final`` without ever replacing an intact object.
+
+    A hard link creates the name only if it is absent (atomically, on NFS too), so when several writers, on
+    one machine or several, publish the same object at once, the first wins and the others find the same
+    bytes there. A damaged object (another size) is replaced by rename. A filesystem without hard links
+    renames directly: the bytes are equal, so a lost race only replaces an object with itself.
+    """
+    try:
+        os.link(tmp_path, final)
+    except FileExistsError:
+        # Also what NFS answers when the reply to a link that succeeded was lost and the call was resent.
+        if _file_size(final) != size:
+            os.replace(tmp_path, final)
+    except OSError:
+        os.replace(tmp_path, final)
 
 
 class LocalArtifactStore:
@@ -274,124 +300,9 @@ class LocalArtifactStore:
         return path if os.path.isfile(path) else None
 
 
-class _SpoolWriter(HashingWriter):
-    """Spools bytes locally (memory, then a temporary file) and uploads them to the digest's key on commit."""
-
-    def __init__(self, store: FsspecArtifactStore) -> None:
-        super().__init__()
-        self._store = store
-        self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES)  # noqa: SIM115
-
-    def _write_raw(self, data: memoryview) -> None:
-        self._spool.write(data)
-
-    def _publish(self, digest: str, size: int) -> None:
-        fs, key = self._store.fs, self._store.object_key(digest)
-        with self._spool:
-            if _remote_size(fs, key) == size:
-                return
-            # Object stores have no rename. A PUT there is atomic, and the name is the hash, so a concurrent
-            # writer uploads the same bytes; a partial object left by a crash elsewhere is caught on read.
-            self._spool.seek(0)
-            with fs.open(key, "wb") as out:
-                shutil.copyfileobj(self._spool, out, COPY_CHUNK_BYTES)
-        uploaded = _remote_size(fs, key)
-        if uploaded != size:
-            raise StoreError(
-                f"upload of object {digest} to {self._store.url} did not complete: {uploaded} of {size} "
-                "bytes arrived. Check the connection and permissions of the store, then retry."
-            )
-
-    def _discard(self) -> None:
-        self._spool.close()
-
-
-class FsspecArtifactStore:
-    """An artifact store at any fsspec URL (``s3://bucket/prefix``, ``gs://...``, ``memory://name``, ...).
-
-    Args:
-        url: the store's root URL.
-        storage_options: passed on to the fsspec filesystem (credentials, endpoint).
-
-    Raises:
-        ConfigError: the URL's scheme is unknown or its filesystem package is not installed.
-    """
-
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
-        import fsspec  # here, not on top: the start-up budget (DESIGN §5)
-
-        try:
-            fs, base = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        except ImportError as exc:
-            raise ConfigError(
-                f"artifact store {url!r} needs a filesystem package that is not installed ({exc}). Install "
-                "it, e.g. `pip install s3fs` for s3:// or `pip install gcsfs` for gs://."
-            ) from exc
-        except ValueError as exc:
-            raise ConfigError(
-                f"artifact store {url!r} cannot be opened: {exc}. Use a local path or an fsspec URL such as "
-                "s3://bucket/prefix."
-            ) from exc
-        self.url = url
-        self.fs: Any = fs
-        self._base = str(base).rstrip("/")
-
-    def __repr__(self) -> str:
-        return f"FsspecArtifactStore({self.url!r})"
-
-    def object_key(self, digest: str) -> str:
-        """The filesystem key of the object named ``digest``."""
-        hex_digest = check_digest(digest)
-        return f"{self._base}/objects/{hex_digest[:2]}/{hex_digest[2:]}"
-
-    def writer(self) -> HashingWriter:
-        """A writer for one new object."""
-        return _SpoolWriter(self)
-
-    def put_bytes(self, data: bytes) -> tuple[str, int]:
-        """Store ``data``; return ``(digest, size)``."""
-        with self.writer() as writer:
-            writer.write(data)
-            return writer.commit()
-
-    def read_bytes(self, digest: str, size: int | None = None) -> bytes:
-        """Read an object and verify its size and hash; raise `MissingObject` or `CorruptObject`."""
-        key = self.object_key(digest)
-        where = f"{self.url} ({key})"
-        try:
-            data = bytes(self.fs.cat_file(key))
-        except FileNotFoundError:
-            raise missing_object(digest, where) from None
-        return verify_object(digest, data, size, where)
-
-    def exists(self, digest: str) -> bool:
-        return bool(self.fs.exists(self.object_key(digest)))
-
-    def size(self, digest: str) -> int | None:
-        return _remote_size(self.fs, self.object_key(digest))
-
-    def delete(self, digest: str) -> None:
-        """Remove an object; removing a missing object does nothing."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self.object_key(digest))
-
-    def digests(self) -> Iterator[str]:
-        """Every stored object's digest, in sorted order."""
-        found = []
-        for path in self.fs.find(f"{self._base}/objects"):
-            shard, name = str(path).rstrip("/").split("/")[-2:]
-            digest = f"{PREFIX}{shard}{name}"
-            if DIGEST_PATTERN.fullmatch(digest):
-                found.append(digest)
-        yield from sorted(found)
-
-    def local_path(self, digest: str) -> str | None:
-        """Always None: objects of a fsspec store are not local files."""
-        check_digest(digest)
-        return None
-
-
-def open_artifacts(url: str, project_dir: str | os.PathLike[str]) -> ArtifactStore:
+def open_artifacts(
+    url: str, project_dir: str | os.PathLike[str], options: Mapping[str, Any] | None = None
+) -> ArtifactStore:
     """Open the artifact store that a ``storage.artifacts`` setting names.
 
     Args:
@@ -399,9 +310,12 @@ def open_artifacts(url: str, project_dir: str | os.PathLike[str]) -> ArtifactSto
             (the process-wide in-memory store) or any other fsspec URL (``s3://bucket/prefix``,
             ``memory://bucket/prefix``, ...).
         project_dir: the project's folder.
+        options: the ``storage.artifacts_options`` table, passed to fsspec as storage options; only for
+            fsspec URLs.
 
     Raises:
-        ConfigError: the setting is empty, or its scheme cannot be opened.
+        ConfigError: the setting is empty, its scheme cannot be opened, or options are given for a store
+            that takes none.
     """
     from cairn.storage.memory import MemoryArtifactStore  # here: memory imports this module
 
@@ -420,22 +334,24 @@ def open_artifacts(url: str, project_dir: str | os.PathLike[str]) -> ArtifactSto
 
         path = Path(url2pathname(rest))
     elif url == "memory://":
-        return MemoryArtifactStore.shared()
+        path = None
     else:
-        return FsspecArtifactStore(url)
+        from cairn.storage.remote import FsspecArtifactStore  # here: fsspec is imported only when used
+
+        return FsspecArtifactStore(url, options)
+    if options:
+        raise ConfigError(
+            f"[storage] artifacts_options is set, but storage.artifacts = {url!r} is not an fsspec URL, so "
+            "nothing takes them. Remove artifacts_options, or set artifacts to a URL such as s3://bucket/prefix."
+        )
+    if path is None:
+        return MemoryArtifactStore.shared()
     return LocalArtifactStore(path if path.is_absolute() else Path(project_dir) / path)
 
 
 def _file_size(path: str) -> int | None:
     try:
         return os.stat(path).st_size
-    except FileNotFoundError:
-        return None
-
-
-def _remote_size(fs: Any, key: str) -> int | None:
-    try:
-        return int(fs.size(key))
     except FileNotFoundError:
         return None
 

@@ -7,7 +7,12 @@ from typing import Protocol
 
 
 class ObjectWriter(Protocol):
-    """Receives an object's bytes, hashing them as they are written; `commit` publishes atomically."""
+    """Receives an object's bytes, hashing them as they are written; `commit` publishes atomically.
+
+    Atomic means that the object's name shows all of its bytes or nothing, to every reader, whatever happens
+    to the writer (an exception, a killed process, a lost connection); nothing is sent to the name before the
+    digest is known. Publishing an object that is already stored intact leaves it as it is.
+    """
 
     def write(self, data: bytes | bytearray | memoryview) -> int: ...
 

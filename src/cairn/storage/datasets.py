@@ -1,30 +1,21 @@
-"""Snapshots and backfills in the metadata database; mixed into `MetadataStore`, whose connection they use."""
+"""Snapshots and backfills in the metadata database; a part of `MetadataStore`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from cairn.core.records import BackfillRecord, Materialization, SnapshotRecord
 from cairn.errors import UsageError, did_you_mean
+from cairn.storage.database import Database
 from cairn.storage.dialect import Cursor
 
 
-class DatasetRecords:
+class DatasetRecords(Database):
     """Named dataset versions (snapshots) and resumable partition-range runs (backfills)."""
 
     # Provided by MetadataStore.
-    def _rows(self, what: str, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError
-
-    def _write(self, what: str) -> AbstractContextManager[Cursor]:
-        raise NotImplementedError
-
-    def _sql(self, query: str) -> str:
-        raise NotImplementedError
-
     def materializations_by_id(self, ids: Sequence[int]) -> list[Materialization]:
         raise NotImplementedError
 
@@ -32,17 +23,24 @@ class DatasetRecords:
 
     def create_snapshot(self, name: str, selection: str, mat_ids: Sequence[tuple[str, str, int]]) -> None:
         """Pin ``(asset, partition, materialization id)`` entries under a new name; names are never reused."""
-        with self._write(f"create snapshot {name}") as cur:
-            cur.execute(self._sql("SELECT 1 FROM snapshots WHERE name = ?"), (name,))
-            if cur.fetchone() is not None:
-                raise UsageError(f"snapshot '{name}' already exists; snapshots are immutable, choose another name")
+
+        def create(cur: Cursor) -> None:
+            # One statement claims the name, so two users creating the same snapshot cannot both succeed.
             cur.execute(
-                self._sql("INSERT INTO snapshots (name, created_at, selection) VALUES (?, {now}, ?)"), (name, selection)
+                self._sql(
+                    "INSERT INTO snapshots (name, created_at, selection) VALUES (?, {now}, ?) "
+                    "ON CONFLICT (name) DO NOTHING RETURNING name"
+                ),
+                (name, selection),
             )
+            if cur.fetchone() is None:
+                raise UsageError(f"snapshot '{name}' already exists; snapshots are immutable, choose another name")
             cur.executemany(
                 self._sql("INSERT INTO snapshot_entries (name, asset, partition, mat_id) VALUES (?, ?, ?, ?)"),
                 [(name, asset, partition, mat_id) for asset, partition, mat_id in mat_ids],
             )
+
+        self._transaction(f"create snapshot {name}", create)
 
     def snapshots(self) -> list[SnapshotRecord]:
         """Every snapshot, newest first, with its number of entries."""
@@ -69,26 +67,25 @@ class DatasetRecords:
     # -- backfills ---------------------------------------------------------------------------------
 
     def create_backfill(self, record: BackfillRecord) -> None:
-        with self._write(f"record backfill {record.backfill_id}") as cur:
-            cur.execute(
-                self._sql(
-                    "INSERT INTO backfills (backfill_id, selection, first_key, last_key, status, created_at, "
-                    "finished_at, options, steps_total) VALUES (?, ?, ?, ?, ?, {now}, NULL, ?, ?)"
-                ),
-                (
-                    record.backfill_id,
-                    record.selection,
-                    record.first_key,
-                    record.last_key,
-                    record.status,
-                    json.dumps(record.options, sort_keys=True),
-                    record.steps_total,
-                ),
-            )
+        query = self._sql(
+            "INSERT INTO backfills (backfill_id, selection, first_key, last_key, status, created_at, "
+            "finished_at, options, steps_total) VALUES (?, ?, ?, ?, ?, {now}, NULL, ?, ?)"
+        )
+        row = (
+            record.backfill_id,
+            record.selection,
+            record.first_key,
+            record.last_key,
+            record.status,
+            json.dumps(record.options, sort_keys=True),
+            record.steps_total,
+        )
+        self._transaction(f"record backfill {record.backfill_id}", lambda cur: cur.execute(query, row))
 
     def add_backfill_run(self, backfill_id: str, run_id: str, steps_total: int) -> None:
         """Link a run to its backfill (when the run starts) and mark the backfill running."""
-        with self._write(f"link run {run_id} to backfill {backfill_id}") as cur:
+
+        def link(cur: Cursor) -> None:
             cur.execute(
                 self._sql(
                     "INSERT INTO backfill_runs (backfill_id, run_id, position) VALUES (?, ?, "
@@ -101,12 +98,11 @@ class DatasetRecords:
                 ("running", steps_total, backfill_id),
             )
 
+        self._transaction(f"link run {run_id} to backfill {backfill_id}", link)
+
     def finish_backfill(self, backfill_id: str, status: str) -> None:
-        with self._write(f"finish backfill {backfill_id}") as cur:
-            cur.execute(
-                self._sql("UPDATE backfills SET status = ?, finished_at = {now} WHERE backfill_id = ?"),
-                (status, backfill_id),
-            )
+        query = self._sql("UPDATE backfills SET status = ?, finished_at = {now} WHERE backfill_id = ?")
+        self._transaction(f"finish backfill {backfill_id}", lambda cur: cur.execute(query, (status, backfill_id)))
 
     def backfills(self, limit: int = 50) -> list[BackfillRecord]:
         """The newest backfills first."""

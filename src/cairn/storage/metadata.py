@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import operator
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from types import TracebackType
 from typing import Any
 
 from cairn.core.records import (
@@ -27,7 +25,8 @@ from cairn.core.records import (
 )
 from cairn.errors import LeaseLost, StoreError, UsageError
 from cairn.storage.datasets import DatasetRecords
-from cairn.storage.dialect import Cursor, Dialect, dialect_for_url
+from cairn.storage.dialect import Cursor, dialect_for_url
+from cairn.storage.pools import PoolSlots
 from cairn.storage.schema import schema_is_current, upgrade_schema
 
 _CHUNK = 500  # values per IN list
@@ -84,12 +83,14 @@ def open_metadata(url: str, project_dir: str | os.PathLike[str]) -> MetadataStor
 
     Args:
         url: A database URL in SQLAlchemy's spelling: ``sqlite:///relative/path.db`` (relative to
-            `project_dir`), ``sqlite:////absolute/path.db`` or ``sqlite:///:memory:``.
+            `project_dir`), ``sqlite:////absolute/path.db``, ``sqlite:///:memory:`` or
+            ``postgresql+psycopg://user:password@host:port/database`` (needs the ``postgres`` extra).
         project_dir: The project folder.
 
     Raises:
         ConfigError: The URL is malformed or names an unsupported database.
-        StoreError: The database cannot be opened, or its schema is newer than this cairn supports.
+        StoreError: The database cannot be opened or reached (psycopg missing, server down, wrong password),
+            or its schema is newer than this cairn supports.
     """
     store = MetadataStore(dialect_for_url(url, project_dir))
     try:
@@ -100,40 +101,12 @@ def open_metadata(url: str, project_dir: str | os.PathLike[str]) -> MetadataStor
     return store
 
 
-class MetadataStore(DatasetRecords):
-    """Records of runs and their results, over one DB-API connection; used from one thread.
+class MetadataStore(DatasetRecords, PoolSlots):
+    """Records of runs and their results in one SQL database (SQLite or PostgreSQL); used from one thread.
 
-    Every write is one short transaction that takes the write lock first, so concurrent engines
-    serialize instead of deadlocking. Times that order events between engines (heartbeats, leases,
-    materializations) come from the database's clock.
+    Each write is one short transaction (see `Database`). Times that order events between engines
+    (heartbeats, leases, pool slots, materializations) come from the database's clock.
     """
-
-    def __init__(self, dialect: Dialect) -> None:
-        self._dialect = dialect
-        self._connection = dialect.connect()
-        self._cursor: Cursor = self._connection.cursor()
-        self._closed = False
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the connection; further calls fail. Closing twice is harmless."""
-        if not self._closed:
-            self._closed = True
-            self._cursor.close()
-            self._connection.close()
-
-    def __enter__(self) -> MetadataStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def now(self) -> float:
-        """Epoch seconds on the database's clock."""
-        return float(self._rows("read the database clock", "SELECT {now}")[0][0])
 
     # -- runs --------------------------------------------------------------------------------------
 
@@ -148,7 +121,18 @@ class MetadataStore(DatasetRecords):
         if run.environment:
             env_json = _dumps(run.environment, "the run environment")
             env_hash = "sha256:" + hashlib.sha256(env_json.encode()).hexdigest()
-        with self._write(f"record run {run.run_id}") as cur:
+        row = (
+            run.run_id,
+            run.status,
+            run.selection,
+            run.created_at or None,
+            run.finished_at,
+            _dumps(run.args, "the run arguments"),
+            env_hash,
+            run.profile,
+        )
+
+        def record(cur: Cursor) -> None:
             if env_hash is not None:
                 cur.execute(
                     self._sql(
@@ -162,29 +146,29 @@ class MetadataStore(DatasetRecords):
                     "INSERT INTO runs (run_id, status, selection, created_at, finished_at, heartbeat_at, "
                     "args, env_hash, profile) VALUES (?, ?, ?, COALESCE(?, {now}), ?, {now}, ?, ?, ?)"
                 ),
-                (
-                    run.run_id,
-                    run.status,
-                    run.selection,
-                    run.created_at or None,
-                    run.finished_at,
-                    _dumps(run.args, "the run arguments"),
-                    env_hash,
-                    run.profile,
-                ),
+                row,
             )
+
+        self._transaction(f"record run {run.run_id}", record)
 
     def heartbeat_run(self, run_id: str) -> None:
         """Record that the engine of a run is alive, at the database's now."""
         self._write1(f"heartbeat run {run_id}", "UPDATE runs SET heartbeat_at = {now} WHERE run_id = ?", (run_id,))
 
     def finish_run(self, run_id: str, status: str) -> None:
-        """Set a running run's final status and finish time (database clock); an abandoned run stays abandoned."""
-        self._write1(
-            f"finish run {run_id}",
-            "UPDATE runs SET status = ?, finished_at = {now} WHERE run_id = ? AND status = ?",
-            (status, run_id, RUNNING),
-        )
+        """Set a running run's final status and finish time (database clock); an abandoned run stays abandoned.
+
+        Pool slots the run still holds are released.
+        """
+
+        def finish(cur: Cursor) -> None:
+            cur.execute(
+                self._sql("UPDATE runs SET status = ?, finished_at = {now} WHERE run_id = ? AND status = ?"),
+                (status, run_id, RUNNING),
+            )
+            self._release_run_slots(cur, run_id)
+
+        self._transaction(f"finish run {run_id}", finish)
 
     def abandon_stale_runs(self, stale_after_s: float) -> list[str]:
         """Mark running runs whose engine stopped heartbeating as abandoned.
@@ -199,30 +183,40 @@ class MetadataStore(DatasetRecords):
         Returns:
             The ids of the runs marked abandoned.
         """
-        with self._write("abandon stale runs") as cur:
+
+        def abandon(cur: Cursor) -> list[str]:
+            # One statement finds and marks them, so a heartbeat that lands meanwhile keeps its run alive.
             cur.execute(
                 self._sql(
-                    "SELECT run_id FROM runs WHERE status = ? AND COALESCE(heartbeat_at, created_at) < {now} - ?"
+                    "UPDATE runs SET status = ?, finished_at = {now} "
+                    "WHERE status = ? AND COALESCE(heartbeat_at, created_at) < {now} - ? RETURNING run_id"
                 ),
-                (RUNNING, stale_after_s),
+                (ABANDONED, RUNNING, stale_after_s),
             )
             run_ids = sorted(str(row[0]) for row in cur.fetchall())
             for run_id in run_ids:
-                self._abandon(cur, run_id, "the run's engine stopped heartbeating")
-        return run_ids
+                self._abandon_work(cur, run_id, "the run's engine stopped heartbeating")
+            return run_ids
+
+        return self._transaction("abandon stale runs", abandon)
 
     def abandon_run(self, run_id: str, why: str) -> bool:
         """Mark one running run abandoned (its engine is known to be dead); False if it was not running."""
-        with self._write(f"abandon run {run_id}") as cur:
-            return self._abandon(cur, run_id, why)
 
-    def _abandon(self, cur: Cursor, run_id: str, why: str) -> bool:
-        cur.execute(
-            self._sql("UPDATE runs SET status = ?, finished_at = {now} WHERE run_id = ? AND status = ?"),
-            (ABANDONED, run_id, RUNNING),
-        )
-        if cur.rowcount != 1:
-            return False
+        def abandon(cur: Cursor) -> bool:
+            cur.execute(
+                self._sql("UPDATE runs SET status = ?, finished_at = {now} WHERE run_id = ? AND status = ?"),
+                (ABANDONED, run_id, RUNNING),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._abandon_work(cur, run_id, why)
+            return True
+
+        return self._transaction(f"abandon run {run_id}", abandon)
+
+    def _abandon_work(self, cur: Cursor, run_id: str, why: str) -> None:
+        """Mark an abandoned run's unfinished steps and attempts, and free its leases and pool slots."""
         cur.execute(
             self._sql("UPDATE steps SET status = ? WHERE run_id = ? AND status IN (?, ?)"),
             (ABANDONED, run_id, RUNNING, PENDING),
@@ -238,7 +232,7 @@ class MetadataStore(DatasetRecords):
             self._sql("UPDATE leases SET expires_at = ? WHERE run_id = ? AND expires_at > ?"),
             (_RELEASED, run_id, _RELEASED),
         )
-        return True
+        self._release_run_slots(cur, run_id)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run with exactly this id, or None."""
@@ -246,7 +240,8 @@ class MetadataStore(DatasetRecords):
         return _run(rows[0]) if rows else None
 
     def resolve_run_id(self, text: str) -> str:
-        """Turn what a user typed into a run id: a full id, a unique prefix, or ``latest``/``last``.
+        """Turn what a user typed into a run id: a full id, a unique prefix, ``latest``/``last``, or
+        ``latest~N`` (the run started N runs before the latest, as git's ``HEAD~N``).
 
         Raises:
             UsageError: No run matches, or the prefix matches several runs.
@@ -254,10 +249,18 @@ class MetadataStore(DatasetRecords):
         text = text.strip()
         if not text:
             raise UsageError("a run id is required; `cairn runs` lists the recorded runs")
-        if text.lower() in ("latest", "last"):
-            rows = self._rows("find the latest run", "SELECT run_id FROM runs ORDER BY id DESC LIMIT 1")
-            if not rows:
+        word, tilde, back = text.lower().partition("~")
+        if word in ("latest", "last"):
+            if tilde and not back.isdigit():
+                raise UsageError(f"{text!r}: after '~' comes a number of runs back, e.g. latest~1")
+            offset = int(back) if back else 0
+            rows = self._rows(
+                "find the latest runs", "SELECT run_id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?", (offset,)
+            )
+            if not rows and offset == 0:
                 raise UsageError("no runs are recorded yet; start one with `cairn run`")
+            if not rows:
+                raise UsageError(f"{text!r}: there are not {offset + 1} recorded runs; `cairn runs` lists them")
             return str(rows[0][0])
         if self._rows(f"find run {text}", "SELECT run_id FROM runs WHERE run_id = ?", (text,)):
             return text
@@ -284,8 +287,8 @@ class MetadataStore(DatasetRecords):
         """Insert or replace steps by (run_id, asset, partition), all in one transaction."""
         if not steps:
             return
-        with self._write(f"record {len(steps)} steps") as cur:
-            cur.executemany(self._sql(_UPSERT_STEP), [_step_params(step) for step in steps])
+        rows = [_step_params(step) for step in steps]
+        self._transaction(f"record {len(steps)} steps", lambda cur: cur.executemany(self._sql(_UPSERT_STEP), rows))
 
     def run_steps(self, run_id: str) -> list[StepRecord]:
         """The steps of a run, ordered by asset and partition."""
@@ -350,7 +353,8 @@ class MetadataStore(DatasetRecords):
             The new fencing token (one more than the key's previous token), or None when another run
             holds an unexpired lease.
         """
-        with self._write(f"acquire the lease on {cache_key}") as cur:
+
+        def acquire(cur: Cursor) -> int | None:
             cur.execute(
                 self._sql(
                     "INSERT INTO leases (cache_key, token, run_id, owner, expires_at) "
@@ -362,9 +366,13 @@ class MetadataStore(DatasetRecords):
                 (cache_key, run_id, owner, ttl_s),
             )
             row = cur.fetchone()
-            if row is not None and attempt is not None:
+            if row is None:
+                return None
+            if attempt is not None:
                 cur.execute(self._sql(_UPSERT_ATTEMPT), self._attempt_row(replace(attempt, lease_token=int(row[0]))))
-        return None if row is None else int(row[0])
+            return int(row[0])
+
+        return self._transaction(f"acquire the lease on {cache_key}", acquire)
 
     def renew_leases(self, leases: Sequence[tuple[str, int]], ttl_s: float) -> list[str]:
         """Extend leases that are still held, by `ttl_s` from the database's now.
@@ -376,18 +384,22 @@ class MetadataStore(DatasetRecords):
         Returns:
             The cache keys whose lease was lost: taken over by a newer token, or released.
         """
-        lost: list[str] = []
         if not leases:
-            return lost
-        with self._write(f"renew {len(leases)} leases") as cur:
-            renew = self._sql(
+            return []
+
+        def renew(cur: Cursor) -> list[str]:
+            lost = []
+            query = self._sql(
                 "UPDATE leases SET expires_at = {now} + ? WHERE cache_key = ? AND token = ? AND expires_at > ?"
             )
-            for cache_key, token in leases:
-                cur.execute(renew, (ttl_s, cache_key, token, _RELEASED))
+            # In key order, so that engines renewing overlapping sets lock rows in one order.
+            for cache_key, token in sorted(leases):
+                cur.execute(query, (ttl_s, cache_key, token, _RELEASED))
                 if cur.rowcount != 1:
                     lost.append(cache_key)
-        return lost
+            return lost
+
+        return self._transaction(f"renew {len(leases)} leases", renew)
 
     def release_lease(self, cache_key: str, token: int) -> None:
         """Give a lease up, if `token` is still the current one; otherwise do nothing."""
@@ -436,7 +448,8 @@ class MetadataStore(DatasetRecords):
             LeaseLost: Another run took the lease over; nothing was written.
         """
         params = _mat_params(mat)  # before the transaction: a value that is not JSON fails here
-        with self._write(f"commit the materialization of {mat.asset}@{mat.partition}") as cur:
+
+        def commit(cur: Cursor) -> int:
             if lease is not None:
                 cur.execute(
                     self._sql("UPDATE leases SET expires_at = ? WHERE cache_key = ? AND token = ? AND expires_at > ?"),
@@ -466,7 +479,9 @@ class MetadataStore(DatasetRecords):
                 ),
                 (SUCCEEDED, mat.run_id, mat.asset, mat.partition, mat.attempt),
             )
-        return mat_id
+            return mat_id
+
+        return self._transaction(f"commit the materialization of {mat.asset}@{mat.partition}", commit)
 
     def find_by_cache_key(self, cache_key: str) -> Materialization | None:
         """The newest materialization with this cache key, or None."""
@@ -621,14 +636,12 @@ class MetadataStore(DatasetRecords):
         """Append captured log lines, in one transaction."""
         if not records:
             return
-        with self._write(f"record {len(records)} log lines") as cur:
-            cur.executemany(
-                self._sql(
-                    "INSERT INTO logs (run_id, asset, partition, attempt, created_at, level, message) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-                ),
-                [(r.run_id, r.asset, r.partition, r.attempt, r.created_at, r.level, r.message) for r in records],
-            )
+        query = self._sql(
+            "INSERT INTO logs (run_id, asset, partition, attempt, created_at, level, message) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
+        rows = [(r.run_id, r.asset, r.partition, r.attempt, r.created_at, r.level, r.message) for r in records]
+        self._transaction(f"record {len(records)} log lines", lambda cur: cur.executemany(query, rows))
 
     def logs(self, run_id: str, asset: str | None = None, partition: str | None = None) -> list[LogRecord]:
         """The log lines of a run (of one asset, and one partition, if given) in the order written."""
@@ -646,49 +659,6 @@ class MetadataStore(DatasetRecords):
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _sql(self, query: str) -> str:
-        return self._dialect.sql(query)
-
-    def _rows(self, what: str, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run one read statement outside a transaction and fetch all its rows."""
-        try:
-            self._cursor.execute(self._dialect.sql(query), params)
-            return self._cursor.fetchall()
-        except self._dialect.error as exc:
-            raise self._failure(what, exc) from exc
-
-    def _write1(self, what: str, query: str, params: Sequence[Any]) -> None:
-        """Run one write statement in its own write transaction."""
-        with self._write(what) as cur:
-            cur.execute(self._dialect.sql(query), params)
-
-    @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[Cursor]:
-        """A transaction that holds the write lock from its start; committed unless the body raises."""
-        cur = self._cursor
-        try:
-            cur.execute(self._dialect.begin_write)
-        except self._dialect.error as exc:
-            raise self._failure(what, exc) from exc
-        try:
-            yield cur
-            cur.execute("COMMIT")
-        except BaseException as exc:
-            # If the transaction is already gone, the original error is what matters.
-            with contextlib.suppress(self._dialect.error):
-                cur.execute("ROLLBACK")
-            if isinstance(exc, self._dialect.error):
-                raise self._failure(what, exc) from exc
-            raise
-
-    def _failure(self, what: str, exc: Exception) -> StoreError:
-        hint = "check that the database is reachable and writable"
-        if self._closed:
-            hint = "the store was closed; open it again with open_metadata()"
-        if "locked" in str(exc) or "busy" in str(exc):
-            hint = "another process held the database's write lock for over 30 s; retry when it is done"
-        return StoreError(f"cannot {what} in the metadata database {self._dialect.url}: {exc}; {hint}")
-
     def _with_inputs(self, rows: list[Any]) -> list[Materialization]:
         """Build materializations from rows, loading all their inputs in one query per 500 rows."""
         inputs: dict[int, list[InputRef]] = {}
@@ -705,8 +675,7 @@ class MetadataStore(DatasetRecords):
     def _migrate(self) -> None:
         """Bring the schema to the newest version; an up-to-date database takes no write lock."""
         if not schema_is_current(self._cursor, self._dialect):
-            with self._write("upgrade the schema") as cur:
-                upgrade_schema(cur, self._dialect)
+            self._transaction("upgrade the schema", lambda cur: upgrade_schema(cur, self._dialect))
 
 
 def _dumps(value: dict[str, Any], what: str) -> str:

@@ -30,9 +30,15 @@ def schema_is_current(cursor: Cursor, dialect: Dialect) -> bool:
 def upgrade_schema(cursor: Cursor, dialect: Dialect) -> None:
     """Apply the migrations the database lacks, in version order; run it inside a write transaction.
 
+    Engines that open a new database together upgrade it one after the other: the write transaction holds
+    SQLite's write lock from its start, and PostgreSQL's runs under an advisory lock first. The next one
+    then finds the schema current and applies nothing.
+
     Raises:
         StoreError: The database's schema is newer than this cairn's newest migration.
     """
+    if dialect.schema_lock:
+        cursor.execute(dialect.schema_lock)
     cursor.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
     )

@@ -15,6 +15,7 @@ empty store, and implement `ArtifactStoreContract.replace_bytes` to damage an ob
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -104,6 +105,36 @@ class ArtifactStoreContract:
         digest = "b3:" + blake3(b"never published").hexdigest()
         assert not store.exists(digest)
         assert list(store.digests()) == []
+
+    def test_a_writer_whose_block_fails_publishes_nothing(self, store: ArtifactStore) -> None:
+        writer: Any = store.writer()  # every writer is also a context manager that aborts unless committed
+        with pytest.raises(RuntimeError, match="serializer broke"), writer:
+            writer.write(b"half an object")
+            raise RuntimeError("serializer broke")
+        assert not store.exists("b3:" + blake3(b"half an object").hexdigest())
+        assert list(store.digests()) == []
+
+    def test_writers_racing_on_the_same_object_publish_it_once_intact(self, store: ArtifactStore) -> None:
+        data = os.urandom(200_000)
+
+        def write(_: int) -> tuple[str, int]:
+            writer = store.writer()
+            for start in range(0, len(data), 50_000):
+                writer.write(data[start : start + 50_000])
+            return writer.commit()
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = set(pool.map(write, range(8)))
+        assert results == {("b3:" + blake3(data).hexdigest(), len(data))}
+        [(digest, size)] = results
+        assert list(store.digests()) == [digest]
+        assert store.read_bytes(digest, size) == data
+
+    def test_rewriting_repairs_a_damaged_object(self, store: ArtifactStore) -> None:
+        digest, size = store.put_bytes(b"0123456789")
+        self.replace_bytes(store, digest, b"012")
+        assert store.put_bytes(b"0123456789") == (digest, size)
+        assert store.read_bytes(digest, size) == b"0123456789"
 
     def test_writing_after_commit_or_abort_is_refused(self, store: ArtifactStore) -> None:
         committed = store.writer()
