@@ -226,3 +226,17 @@ def test_capture_is_cheap() -> None:
         capture(Path(__file__).parent)
         again.append(time.perf_counter() - started)
     assert first < 2.0 and min(again) < 0.25
+
+
+def test_a_packages_private_copies_of_its_dependencies_are_not_installed_distributions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "lib" / "site-packages"
+    (site / "somepkg-1.0.dist-info").mkdir(parents=True)
+    (site / "bigpkg" / "thirdparty_files" / "vendored-0.4.dist-info").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [str(site), str(site / "bigpkg" / "thirdparty_files")])
+    distributions.cache_clear()
+    try:
+        assert distributions() == (("somepkg", "1.0"),)
+    finally:
+        distributions.cache_clear()

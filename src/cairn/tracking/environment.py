@@ -64,9 +64,15 @@ def normalize_name(name: str) -> str:
 
 @functools.cache
 def distributions() -> tuple[tuple[str, str], ...]:
-    """Installed distributions as sorted ``(normalized name, version)`` pairs; the first on `sys.path` wins."""
+    """Installed distributions as sorted ``(normalized name, version)`` pairs; the first on `sys.path` wins.
+
+    A `sys.path` folder inside a package of site-packages (a package's private copies of its dependencies,
+    which some packages add when imported) installs nothing and is skipped.
+    """
     found: dict[str, str] = {}
     for entry in sys.path:
+        if _vendored(entry):
+            continue
         try:
             names = os.listdir(entry or ".")
         except OSError:
@@ -82,6 +88,11 @@ def distributions() -> tuple[tuple[str, str], ...]:
             if version:
                 found[name] = version
     return tuple(sorted(found.items()))
+
+
+def _vendored(entry: str) -> bool:
+    parts = os.path.normpath(os.path.abspath(entry or ".")).split(os.sep)
+    return any(part in ("site-packages", "dist-packages") for part in parts[:-1])
 
 
 def _pkg_info_version(folder: str) -> str | None:
