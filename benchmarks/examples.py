@@ -7,10 +7,11 @@ runs `cairn -C DIR run --json` through the console script, as the README does. F
 - peak RSS two ways: the largest single process of the tree (`ru_maxrss` from `os.wait4`, which covers the
   forked step workers once they are reaped), and the peak of the tree's summed RSS, sampled from `/proc`
   every 50 ms (engine plus workers at the same moment);
-- the time inside step jobs: the sum of the attempts' recorded durations (`duration_s`: loading the
-  inputs, the asset function, checks, writing the output; the user function is most of it), as a share of
-  wall time and of the CPU capacity (wall x workers); the rest of the capacity is cairn's engine (start-up,
-  planning, scheduling, recording) and idle cores waiting on the DAG;
+- the time inside step jobs: the sum of the executed attempts' durations, split as `cairn show` splits it
+  (from each materialization's recorded timings) into the asset functions (user code) and cairn's own work
+  inside the job (loading inputs, checks, writing outputs); each as a share of the CPU capacity (wall x
+  workers); the rest of the capacity is cairn's engine (start-up, planning, scheduling, recording) and
+  idle cores waiting on the DAG;
 - the number of events simulated and the model's test AUC (a sanity check of the work done).
 
 Then the unchanged rerun (every step cached) is timed. ``--pip`` also times ``pip install --dry-run -e
@@ -151,9 +152,14 @@ def facts(root: Path, run_id: str) -> dict[str, Any]:
     settings = load_settings(root)
     with open_stores(settings) as stores:
         mats = stores.meta.run_materializations(run_id)
-    events = sum(m.metrics.get("rows", 0.0) for m in mats.values() if m.asset == "events")
+    mine = [m for m in mats.values() if m.run_id == run_id]
+    events = sum(m.metrics.get("rows", 0.0) for m in mine if m.asset == "events")
     auc = cairn.load("evaluation", project=root)["test"]["auc"]
-    return {"events": int(events), "auc": auc, "workers": settings.worker_count()}
+    timings = [m.metadata.get("cairn.timings", {}) for m in mine]
+    split = {
+        part: sum(t.get(part, 0.0) for t in timings) for part in ("function_s", "inputs_s", "checks_s", "output_s")
+    }
+    return {"events": int(events), "auc": auc, "workers": settings.worker_count(), **split}
 
 
 def measure(base: Path, scale: float, rep: int) -> dict[str, Any]:
@@ -215,7 +221,9 @@ def main() -> None:
             "CPU s",
             "peak RSS MiB: largest process / tree",
             "in step jobs s",
-            "step jobs / wall",
+            "asset functions s",
+            "cairn in jobs s: load / checks / write",
+            "functions / (wall x workers)",
             "step jobs / (wall x workers)",
             "test AUC",
             "rerun wall s (cached)",
@@ -232,16 +240,18 @@ def main() -> None:
             common.spread([m["cpu"] for m in mine], 1),
             f"{common.median(m['rss_largest'] for m in mine):.0f} / {common.median(m['rss_tree'] for m in mine):.0f}",
             common.spread([m["in_jobs"] for m in mine], 1),
-            f"{common.median(m['in_jobs'] / m['wall'] for m in mine):.2f}",
+            common.spread([m["function_s"] for m in mine], 1),
+            " / ".join(f"{common.median(m[k] for m in mine):.1f}" for k in ("inputs_s", "checks_s", "output_s")),
+            f"{common.median(m['function_s'] / (m['wall'] * m['workers']) for m in mine):.2f}",
             f"{common.median(m['in_jobs'] / (m['wall'] * m['workers']) for m in mine):.2f} ({r['workers']} workers)",
             f"{r['auc']}",
             f"{common.spread([m['warm'] for m in mine])} ({r['warm_cached']} cached)",
         )
     table.notes.append(
-        "in step jobs: the sum of the executed attempts' durations (inputs loaded, the asset function, checks, "
-        "output written); step jobs / (wall x workers) is the share of the machine's capacity spent in them, the "
-        "rest is cairn's engine (start-up, planning, scheduling, recording) and cores idle on the DAG's "
-        "dependencies."
+        "in step jobs: the sum of the executed attempts' durations, split into the asset functions (user code) "
+        "and cairn's work inside the jobs (loading inputs, checks, writing outputs); x / (wall x workers) is the "
+        "share of the machine's capacity spent in x, the rest is cairn's engine (start-up, planning, scheduling, "
+        "recording) and cores idle on the DAG's dependencies."
     )
     for scale in scales:
         heaviest = next(r for r in rows if r["scale"] == scale)["by_asset"]

@@ -130,6 +130,9 @@ def test_first_run_executes_every_ready_step_and_skips_what_has_not_landed(
     assert steps[f"raw_accounts@{NEWEST}"]["reason"].startswith("source not ready:")
     assert steps["account_features@2026-06-11"]["reason"] == f"upstream not ready: raw_transactions@{LATE_PAYMENTS}"
     assert steps[f"enriched_transactions@{NEWEST}"]["reason"] == f"upstream not ready: raw_accounts@{NEWEST}"
+    rows = status(root)
+    assert rows[f"raw_transactions@{LATE_PAYMENTS}"]["state"] == "missing"
+    assert rows[f"raw_transactions@{LATE_PAYMENTS}"]["reason"].startswith("source not ready:")
 
     again = run(copy_project(root, tmp_path / "again"))
     assert again["status"] == "succeeded"

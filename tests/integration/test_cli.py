@@ -178,3 +178,20 @@ def test_runs_show_metrics_as_columns_and_show_lists_them(make_project: ProjectF
     assert "count" in text.splitlines()[0] and " 6 " in text
     show = json.loads(cairn("show", "latest", "-C", str(root), "--json").stdout)
     assert [s["metrics"] for s in show["steps"]] == [{"count": 6.0}, {}]
+
+
+def test_show_splits_step_time_into_function_loading_checks_and_writing(make_project: ProjectFactory) -> None:
+    root = make_project(PIPELINE.replace("    return [n *", "    import time\n    time.sleep(0.2)\n    return [n *"))
+    cairn("run", "-C", str(root))
+    show = json.loads(cairn("show", "latest", "-C", str(root), "--json").stdout)
+    timings = {s["asset"]: s["timings"] for s in show["steps"]}
+    assert set(timings["scaled"]) == {"inputs_s", "function_s", "checks_s", "output_s"}
+    assert timings["scaled"]["function_s"] >= 0.2 > timings["numbers"]["function_s"]
+    for step in show["steps"]:
+        assert sum(step["timings"].values()) <= step["duration_s"] + 1e-5
+    text = cairn("show", "latest", "-C", str(root)).stdout
+    assert "time in 2 executed steps" in text and "asset functions" in text and "loading inputs" in text
+    cairn("run", "-C", str(root))
+    cached = json.loads(cairn("show", "latest", "-C", str(root), "--json").stdout)
+    assert [s["timings"] for s in cached["steps"]] == [{}, {}]
+    assert "executed steps" not in cairn("show", "latest", "-C", str(root)).stdout

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import cairn.io.parquet
 from cairn.core.records import StoredValue
 from cairn.errors import CorruptObject, SerializationError
 from cairn.io import Files, dump, load
@@ -87,13 +88,22 @@ def pandas_frames() -> list[pd.DataFrame]:
     ]
 
 
+@pytest.fixture(params=["small", "large"])
+def table_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways Parquet is read back: on the calling thread (small objects) and with read_table (large)."""
+    if request.param == "large":
+        monkeypatch.setattr(cairn.io.parquet, "SMALL_TABLE_BYTES", 0)
+
+
 @pytest.mark.parametrize("frame", pandas_frames())
+@pytest.mark.usefixtures("table_reader")
 def test_pandas_dataframe_round_trips_as_parquet(store: MemoryArtifactStore, frame: pd.DataFrame) -> None:
     stored, loaded = round_trip(frame, store)
     assert (stored.format, stored.pytype) == ("parquet", "pandas")
     pd.testing.assert_frame_equal(loaded, frame)
 
 
+@pytest.mark.usefixtures("table_reader")
 def test_polars_dataframe_round_trips_as_parquet(store: MemoryArtifactStore) -> None:
     frame = pl.DataFrame(
         {"id": [1, 2, None], "x": [0.5, None, 2.0], "s": ["a", None, "c"], "tags": [[1], [], [2, 3]]},
@@ -106,6 +116,7 @@ def test_polars_dataframe_round_trips_as_parquet(store: MemoryArtifactStore) -> 
     assert loaded.equals(frame)
 
 
+@pytest.mark.usefixtures("table_reader")
 def test_arrow_table_round_trips_as_parquet(store: MemoryArtifactStore) -> None:
     table = pa.table({"a": pa.array([1, None, 3], pa.int16()), "b": pa.array(["x", "y", None])})
     stored, loaded = round_trip(table, store)

@@ -107,7 +107,8 @@ def show(
     assert run is not None
     metrics = {key: m.metrics for key, m in mats.items() if m.metrics}
     checks = {key: m.metadata["cairn.checks"] for key, m in mats.items() if m.metadata.get("cairn.checks")}
-    added = {key: {k: v for k, v in m.metadata.items() if k != "cairn.checks"} for key, m in mats.items()}
+    timings = {key: m.metadata["cairn.timings"] for key, m in mats.items() if m.metadata.get("cairn.timings")}
+    added = {key: {k: v for k, v in m.metadata.items() if k not in _OWN_METADATA} for key, m in mats.items()}
     if as_json:
         print_json(
             {
@@ -133,6 +134,7 @@ def show(
                         "metrics": metrics.get((s.asset, s.partition), {}),
                         "checks": checks.get((s.asset, s.partition), []),
                         "metadata": added.get((s.asset, s.partition), {}),
+                        "timings": timings.get((s.asset, s.partition), {}) if s.status == "executed" else {},
                     }
                     for s in steps
                 ],
@@ -170,20 +172,44 @@ def show(
             escape(s.reason),
         )
     console().print(grid)
+    executed = [timings[key] for s in steps if s.status == "executed" and (key := (s.asset, s.partition)) in timings]
+    if executed:
+        console().print(_time_split(executed))
     for (asset, partition), values in sorted(metrics.items()):
         name = f"{asset}@{partition}" if partition else asset
         console().print(f"metrics of {name}: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(values.items())))
+    if checks:
+        passed = sum(r["passed"] for results in checks.values() for r in results)
+        console().print(f"checks: {passed} passed on {len(checks)} steps")
     for (asset, partition), results in sorted(checks.items()):
         name = f"{asset}@{partition}" if partition else asset
-        warned = [r for r in results if not r["passed"]]
-        summary = f"{len(results) - len(warned)} passed" + (f", {len(warned)} warnings" if warned else "")
-        console().print(f"checks of {name}: {summary}")
-        for r in warned:
-            console().print(f"  [yellow]warning[/] {escape(r['rule'])}: observed {escape(str(r['observed']))}")
+        for r in results:
+            if not r["passed"]:
+                console().print(
+                    f"  [yellow]warning[/] {escape(name)} {escape(r['rule'])}: observed {escape(str(r['observed']))}"
+                )
     failed = [a for a in attempts if a.error]
     for a in failed:
         name = f"{a.asset}@{a.partition}" if a.partition else a.asset
         console().print(f"[red]{name} attempt {a.attempt} {a.status}[/]: {escape(a.error or '')}")
+
+
+_OWN_METADATA = ("cairn.checks", "cairn.timings")
+
+_TIME_PARTS = (
+    ("function_s", "asset functions"),
+    ("inputs_s", "loading inputs"),
+    ("checks_s", "checks"),
+    ("output_s", "writing outputs"),
+)
+
+
+def _time_split(timings: list[dict[str, float]]) -> str:
+    """One line: the executed steps' time, and its share in asset functions, loading, checks and writing."""
+    sums = {part: sum(t.get(part, 0.0) for t in timings) for part, _ in _TIME_PARTS}
+    total = sum(sums.values()) or 1e-9
+    shares = ", ".join(f"{label} {seconds(sums[part])} ({sums[part] / total:.0%})" for part, label in _TIME_PARTS)
+    return f"time in {len(timings)} executed steps {seconds(total)}: {shares}"
 
 
 def logs(

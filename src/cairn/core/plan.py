@@ -18,6 +18,7 @@ from cairn.core.records import InputRef, Materialization
 
 RUN = "run"
 CACHED_ACTION = "cached"
+SOURCE_MISSING = "missing"  # the source_version of a source whose file does not exist (yet)
 
 
 class ReasonCode(StrEnum):
@@ -38,6 +39,7 @@ class ReasonCode(StrEnum):
     UPSTREAM_RUNS = "upstream runs"
     SOURCE_UNCHANGED = "source unchanged"
     SOURCE_CHANGED = "source changed"
+    SOURCE_NOT_READY = "source not ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,8 @@ def decide(spec: StepSpec, inputs: Sequence[InputRef], history: History, force: 
 
 def explain(spec: StepSpec, key: str, inputs: Sequence[InputRef], history: History) -> Reason:
     """Why a step with this key has no usable materialization."""
+    if spec.source_version == SOURCE_MISSING:
+        return Reason(ReasonCode.SOURCE_NOT_READY, f"source not ready: no file for {spec.step} yet")
     previous = history.previous(spec.step)
     if history.failed(key):
         return Reason(ReasonCode.PREVIOUS_FAILED)

@@ -62,3 +62,6 @@ class StepOutcome:
     retryable: bool = True
     bad_input: tuple[str, str] | None = None  # (data version of the input, digest of the damaged object)
     checks: tuple[dict[str, Any], ...] = ()
+    # Where a successful attempt's time went: inputs_s (loading), function_s (the asset function),
+    # checks_s (contract and checks), output_s (serializing and storing).
+    timings: dict[str, float] = field(default_factory=dict)

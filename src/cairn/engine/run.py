@@ -26,7 +26,17 @@ from cairn.core.asset import AssetDef
 from cairn.core.events import RUN_FINISHED, RUN_STARTED, STEP_FINISHED, STEP_RETRYING, STEP_STARTED, Event
 from cairn.core.keys import StepId, derive_seed
 from cairn.core.partitions import check_key, key_range
-from cairn.core.plan import CACHED_ACTION, RUN, Decision, Reason, ReasonCode, StepSpec, critical_path, decide
+from cairn.core.plan import (
+    CACHED_ACTION,
+    RUN,
+    SOURCE_MISSING,
+    Decision,
+    Reason,
+    ReasonCode,
+    StepSpec,
+    critical_path,
+    decide,
+)
 from cairn.core.retry import BreakerPolicy, CircuitBreaker, Retry
 from cairn.core.selection import select
 from cairn.core.steps import StepInput, expand
@@ -264,7 +274,7 @@ class Engine:
     ) -> StepSpec:
         if source_path is not None:
             version = observer.observe(Path(source_path))
-            return StepSpec(step, code_version="", source_version=version or "missing")
+            return StepSpec(step, code_version="", source_version=version or SOURCE_MISSING)
         code = self._code.get(asset.name)
         if code is None:
             code = self._code[asset.name] = (*self.project.code(asset), installed_versions(asset.env))
@@ -430,7 +440,7 @@ class Engine:
             st = self.states[step]
             if st.status != R.PENDING:
                 continue
-            if st.spec.source_version == "missing":
+            if st.spec.source_version == SOURCE_MISSING:
                 if step.partition:
                     self._skip(step, f"source not ready: {st.source_path} does not exist")
                 else:
@@ -697,6 +707,8 @@ class Engine:
             metadata["cairn.env"] = dict(spec.env)
         if outcome.checks:
             metadata["cairn.checks"] = list(outcome.checks)
+        if outcome.timings:
+            metadata["cairn.timings"] = {k: round(v, 6) for k, v in outcome.timings.items()}
         mat = R.Materialization(
             asset=step.asset,
             partition=step.partition,

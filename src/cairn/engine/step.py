@@ -48,25 +48,40 @@ def run_step(job: StepJob) -> StepOutcome:
         asset = _graph(job)[job.asset]
         if job.source_path is not None:
             stored = _copy_source(job, store)
+            copied = time.perf_counter()
             checks: list[RuleResult] = []
             if asset.contract is not None:
                 checks = _validate(asset, load_stored(stored, store), None, None, store)
-            return _checked(StepOutcome(OK, stored, time.perf_counter() - started), checks, job)
+            finished = time.perf_counter()
+            timings = {"checks_s": finished - copied, "output_s": copied - started}
+            return _checked(StepOutcome(OK, stored, finished - started, timings=timings), checks, job)
         ctx = _context(job, asset)
         kwargs = _load_inputs(job.inputs, store)
         if asset.context_param:
             kwargs[asset.context_param] = ctx
         assert asset.fn is not None
+        loaded = time.perf_counter()
         job_started()
         with _captured(out, job.capture_output), _alarm(job.timeout):
             value = asset.fn(**kwargs)
+        called = time.perf_counter()
         results = _validate(asset, value, ctx, job.previous, store)
         if _blocking_failures(results):
             outcome = StepOutcome(FAILED, None, time.perf_counter() - started, _logs(ctx, out), ctx.metrics)
             return _checked(outcome, results, job)
+        checked = time.perf_counter()
         stored = _dump(value, store, asset)
         ctx.checkpoint.clear()
-        outcome = StepOutcome(OK, stored, time.perf_counter() - started, _logs(ctx, out), ctx.metrics, ctx.metadata)
+        finished = time.perf_counter()
+        timings = {
+            "inputs_s": loaded - started,
+            "function_s": called - loaded,
+            "checks_s": checked - called,
+            "output_s": finished - checked,
+        }
+        outcome = StepOutcome(
+            OK, stored, finished - started, _logs(ctx, out), ctx.metrics, ctx.metadata, timings=timings
+        )
         return _checked(outcome, results, job)
     except _BadInput as bad:
         return StepOutcome(
@@ -322,10 +337,9 @@ def load_stored(stored: StoredValue, store: Any) -> Any:
 
 def _parse_source(data: bytes, suffix: str) -> Any:
     if suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from cairn.io.parquet import read_parquet
 
-        return pq.read_table(pa.BufferReader(data))
+        return read_parquet(data)
     if suffix == ".csv":
         import pyarrow as pa
         import pyarrow.csv as pacsv

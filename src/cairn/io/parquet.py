@@ -86,17 +86,30 @@ def dump_table(value: Any, pytype: str, store: Store) -> StoredValue:
 
 def load_table(data: bytes, pytype: str) -> Any:
     """Read verified Parquet bytes back as the table type they were written from."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(pa.BufferReader(data))
+    table = read_parquet(data)
     if pytype == "pandas":
-        return table.to_pandas()
+        return table.to_pandas(use_threads=len(data) >= SMALL_TABLE_BYTES)
     if pytype == "polars":
         import polars as pl
 
         return pl.from_arrow(table)
     return table
+
+
+# Below this size a table is read on the calling thread through `ParquetFile`: for the small daily tables of
+# partitioned pipelines (a few thousand rows) that is 2-3x faster than `read_table`, whose dataset machinery
+# and thread pool cost ~1 ms a call; above it `read_table`'s parallel column reads win.
+SMALL_TABLE_BYTES: Final = 1 << 20
+
+
+def read_parquet(data: bytes) -> Any:
+    """Parquet bytes as a pyarrow Table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(data) < SMALL_TABLE_BYTES:
+        return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+    return pq.read_table(pa.BufferReader(data))
 
 
 def _to_arrow(value: Any, pytype: str) -> Any:
