@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
+import json
 import os
 import sys
 import traceback
@@ -19,10 +20,10 @@ from typing import Any, TypeVar
 from cairn.config import Settings, load_settings
 from cairn.core.asset import AssetDef
 from cairn.core.contracts import CheckDef
-from cairn.core.fingerprint import Fingerprinter, code_version
+from cairn.core.fingerprint import AST_FORMAT, Fingerprinter, ast_part, code_version
 from cairn.core.graph import Graph, build_graph
 from cairn.errors import ConfigError, DefinitionError, UsageError, did_you_mean
-from cairn.hashing import hash_struct
+from cairn.hashing import digest_bytes, hash_struct
 
 T = TypeVar("T")
 
@@ -36,6 +37,7 @@ class Project:
     settings: Settings
     graph: Graph
     fingerprinter: Fingerprinter = field(compare=False)
+    sources: SourceIndex = field(compare=False)
 
     def code(self, asset: AssetDef) -> tuple[str, dict[str, str]]:
         """The code version of an asset and its parts (empty parts when `code_version=` overrides it)."""
@@ -51,6 +53,10 @@ class Project:
                 parts.update(self.fingerprinter.parts(check.fn))
             parts[f"cairn.check.{check.name}"] = hash_struct(["check", check.blocking, repr(check.drift)])
         return code_version(parts), parts
+
+    def save_code_cache(self) -> None:
+        """Keep the code parts computed so far for the next process (see `SourceIndex`)."""
+        self.sources.save()
 
     def params(
         self, profile: str | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None
@@ -106,9 +112,9 @@ def load_project(project: str | os.PathLike[str] | Settings = ".") -> Project:
         )
     defs = _attach_checks(defs, checks)
     root = str(settings.root)
-    index = SourceIndex()
-    fingerprinter = Fingerprinter(index.node_of, _project_test(root))
-    return Project(settings, build_graph(defs), fingerprinter)
+    sources = SourceIndex(settings.state_dir)
+    fingerprinter = Fingerprinter(sources.part_of, _project_test(root))
+    return Project(settings, build_graph(defs), fingerprinter, sources)
 
 
 def installed_versions(dists: tuple[str, ...]) -> dict[str, str]:
@@ -294,19 +300,51 @@ def _project_test(root: str) -> Callable[[Any], bool]:
     return is_project
 
 
-class SourceIndex:
-    """Parses each source file once and finds the AST node of a function or class in it."""
+CODE_CACHE = "code-cache.json"
+CODE_CACHE_FILES = 512  # source files (by content) whose parts are kept
 
-    def __init__(self) -> None:
+
+class SourceIndex:
+    """Finds the AST of a function or class in its source file and normalizes it, remembering the result.
+
+    A part depends only on the bytes of its file, its place in the file, the Python version (whose AST shape
+    differs) and cairn's normalization, so parts are kept in ``.cairn/code-cache.json`` under the BLAKE3 of
+    the file: an unchanged project gets its code versions without parsing anything. A missing, unreadable or
+    foreign cache file is ignored and rewritten.
+    """
+
+    def __init__(self, state_dir: Path | None = None) -> None:
         self._files: dict[str, dict[str, list[ast.AST]]] = {}
+        self._digests: dict[str, str | None] = {}
+        self._path = state_dir / CODE_CACHE if state_dir is not None else None
+        self._header = {"format": AST_FORMAT, "python": sys.implementation.cache_tag}
+        self._parts: dict[str, dict[str, list[Any]]] = self._read()
+        self._used: set[str] = set()
+        self._dirty = False
+
+    def part_of(self, obj: Any) -> tuple[str, list[str]] | None:
+        """The normalized AST digest of `obj` and the global names it reads; None without source."""
+        code = getattr(obj, "__code__", None)
+        path = code.co_filename if code is not None else _module_file(obj)
+        place = f"{getattr(obj, '__qualname__', '')}@{code.co_firstlineno if code is not None else ''}"
+        digest = self._digest(path)
+        if digest is None:
+            return None
+        self._used.add(digest)
+        known = self._parts.get(digest, {}).get(place)
+        if known is not None:
+            return known[0], list(known[1])
+        node = self.node_of(obj)
+        if node is None:
+            return None
+        part = ast_part(node)
+        self._parts.setdefault(digest, {})[place] = [part[0], part[1]]
+        self._dirty = True
+        return part
 
     def node_of(self, obj: Any) -> ast.AST | None:
         code = getattr(obj, "__code__", None)
-        if code is not None:
-            path = code.co_filename
-        else:
-            module = sys.modules.get(getattr(obj, "__module__", ""))
-            path = getattr(module, "__file__", None) or ""
+        path = code.co_filename if code is not None else _module_file(obj)
         nodes = self._index(path).get(getattr(obj, "__qualname__", ""), [])
         if code is None:
             return nodes[-1] if nodes else None
@@ -316,10 +354,67 @@ class SourceIndex:
                 return node
         return None
 
+    def save(self) -> None:
+        """Write the parts back (atomically) if any were computed; keeps the files used most recently."""
+        if not self._dirty or self._path is None:
+            return
+        kept = {d: e for d, e in self._parts.items() if d not in self._used}
+        kept.update((d, self._parts[d]) for d in self._used if d in self._parts)
+        files = dict(list(kept.items())[-CODE_CACHE_FILES:])
+        tmp = self._path.with_name(f"{CODE_CACHE}.{os.getpid()}.tmp")
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({**self._header, "files": files}), encoding="utf-8")
+            os.replace(tmp, self._path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a read-only project still runs; it just computes its parts again
+        self._dirty = False
+
+    def _read(self) -> dict[str, dict[str, list[Any]]]:
+        if self._path is None:
+            return {}
+        try:
+            stored = json.loads(self._path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(stored, dict) or any(stored.get(k) != v for k, v in self._header.items()):
+            return {}
+        files = stored.get("files")
+        if not isinstance(files, dict):
+            return {}
+        return {
+            digest: {place: part for place, part in entries.items() if _valid_part(part)}
+            for digest, entries in files.items()
+            if isinstance(entries, dict)
+        }
+
+    def _digest(self, path: str) -> str | None:
+        if path not in self._digests:
+            try:
+                self._digests[path] = digest_bytes(Path(path).read_bytes())
+            except (OSError, ValueError):
+                self._digests[path] = None
+        return self._digests[path]
+
     def _index(self, path: str) -> dict[str, list[ast.AST]]:
         if path not in self._files:
             self._files[path] = _index_file(path)
         return self._files[path]
+
+
+def _module_file(obj: Any) -> str:
+    module = sys.modules.get(getattr(obj, "__module__", ""))
+    return getattr(module, "__file__", None) or ""
+
+
+def _valid_part(part: Any) -> bool:
+    return (
+        isinstance(part, list)
+        and len(part) == 2
+        and isinstance(part[0], str)
+        and isinstance(part[1], list)
+        and all(isinstance(name, str) for name in part[1])
+    )
 
 
 def _index_file(path: str) -> dict[str, list[ast.AST]]:

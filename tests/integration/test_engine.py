@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import sys
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -67,6 +70,70 @@ def test_helper_change_reruns_and_names_the_helper(make_project: ProjectFactory)
     result = cairn.materialize(project=root)
     assert result["numbers"].reason == "code changed: numbers → _shift"
     assert result["numbers"].status == "executed"
+
+
+def code_versions(root: Path) -> dict[str, str]:
+    from cairn.project import load_project
+
+    project = load_project(root)
+    versions = {name: project.code(asset)[0] for name, asset in project.graph.assets.items()}
+    project.save_code_cache()
+    return versions
+
+
+def test_code_versions_are_kept_for_unchanged_files_and_recomputed_for_edited_ones(
+    make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cairn.project
+
+    root = make_project(CHAIN)
+    cache = root / ".cairn" / "code-cache.json"
+    cold = code_versions(root)
+    assert cache.exists()
+
+    def no_parsing(path: str) -> None:
+        raise AssertionError(f"{path} was parsed although its code parts are stored")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cairn.project, "_index_file", no_parsing)
+        assert code_versions(root) == cold
+
+    set_pipeline(root, CHAIN.replace("return x + OFFSET", "return x + OFFSET * 2"))
+    edited = code_versions(root)
+    assert edited["numbers"] != cold["numbers"] and edited["parity"] == cold["parity"]
+    set_pipeline(root, CHAIN)
+    assert code_versions(root) == cold
+
+
+def _malformed_parts(text: str) -> str:
+    stored = json.loads(text)
+    for parts in stored["files"].values():
+        for place in parts:
+            parts[place] = ["b3:forged", [7]]
+    return json.dumps(stored)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: "{not json",
+        lambda text: '["a list"]',
+        lambda text: text.replace('"format": 1', '"format": 0'),
+        lambda text: text.replace(sys.implementation.cache_tag, "someone-else"),
+        _malformed_parts,
+    ],
+    ids=["not-json", "not-an-object", "other-format", "other-python", "malformed-parts"],
+)
+def test_a_damaged_or_foreign_code_cache_is_ignored_and_rewritten(
+    make_project: ProjectFactory, damage: Callable[[str], str]
+) -> None:
+    root = make_project(CHAIN)
+    expected = code_versions(root)
+    cache = root / ".cairn" / "code-cache.json"
+    cache.write_text(damage(cache.read_text(encoding="utf-8")), encoding="utf-8")
+    assert code_versions(root) == expected
+    assert json.loads(cache.read_text(encoding="utf-8"))["python"] == sys.implementation.cache_tag
+    assert "forged" not in cache.read_text(encoding="utf-8")
 
 
 def test_constant_change_reruns(make_project: ProjectFactory) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cairn.core.fingerprint import Fingerprinter, code_version
+from cairn.core.fingerprint import Fingerprinter, code_version, from_nodes
 
 _counter = iter(range(10**6))
 
@@ -49,7 +49,7 @@ class _Modules:
 
     def version(self, text: str, fn: str = "f") -> tuple[str, dict[str, str]]:
         module = self.make(text, "_fp_pipeline")
-        parts = Fingerprinter(self.node_of, self.is_project).parts(getattr(module, fn))
+        parts = Fingerprinter(from_nodes(self.node_of), self.is_project).parts(getattr(module, fn))
         return code_version(parts), parts
 
 

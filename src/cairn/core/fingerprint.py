@@ -2,7 +2,7 @@
 
 Comments, docstrings, formatting and decorators do not count; the body of a project helper, a project
 class, or a simple module-level constant that the function reads does. Third-party code is covered by
-``env=`` instead. Reading source files is left to the caller (`node_of`), so this module does no I/O.
+``env=`` instead. Reading source files is left to the caller (`SourcePart`), so this module does no I/O.
 """
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ from typing import Any
 from cairn.core.keys import CODE_TAG
 from cairn.hashing import hash_struct
 
+# The part of a function or class found in its source: (digest of the normalized AST, global names it reads),
+# or None when there is no source (the bytecode is used instead).
+SourcePart = Callable[[Any], tuple[str, list[str]] | None]
 NodeOf = Callable[[Any], ast.AST | None]
 IsProject = Callable[[Any], bool]
+
+# Bump when the normalization changes (what `_strip` removes, how the AST is dumped): stored parts computed
+# under another format are not reused.
+AST_FORMAT = 1
 
 _SIMPLE = (int, float, str, bytes, bool, type(None))
 
@@ -36,8 +43,8 @@ def part_label(part: str) -> str:
 class Fingerprinter:
     """Computes and memoizes code parts of functions within one process."""
 
-    def __init__(self, node_of: NodeOf, is_project: IsProject) -> None:
-        self._node_of = node_of
+    def __init__(self, source_part: SourcePart, is_project: IsProject) -> None:
+        self._source_part = source_part
         self._is_project = is_project
         self._own: dict[int, tuple[str, str, list[Any]]] = {}
 
@@ -62,11 +69,9 @@ class Fingerprinter:
         if cached is not None:
             return cached
         name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
-        node = self._node_of(obj)
-        if node is not None:
-            stripped = _strip(node)
-            digest = hash_struct(["ast", ast.dump(stripped, annotate_fields=False, include_attributes=False)])
-            names = _referenced_names(stripped)
+        found = self._source_part(obj)
+        if found is not None:
+            digest, names = found
         else:
             code = getattr(obj, "__code__", None)
             digest = hash_struct(["bytecode", _code_struct(code)]) if code else hash_struct(["opaque", name])
@@ -99,6 +104,23 @@ class Fingerprinter:
             elif _is_simple_constant(value):
                 constants[dotted] = _constant_struct(value)
         return refs, constants
+
+
+def ast_part(node: ast.AST) -> tuple[str, list[str]]:
+    """The digest of a def's or class's normalized AST and the global names it reads."""
+    stripped = _strip(node)
+    digest = hash_struct(["ast", ast.dump(stripped, annotate_fields=False, include_attributes=False)])
+    return digest, _referenced_names(stripped)
+
+
+def from_nodes(node_of: NodeOf) -> SourcePart:
+    """A `SourcePart` that normalizes the AST node `node_of` finds, every time it is asked."""
+
+    def source_part(obj: Any) -> tuple[str, list[str]] | None:
+        node = node_of(obj)
+        return ast_part(node) if node is not None else None
+
+    return source_part
 
 
 def _namespace_of(obj: Any) -> dict[str, Any]:

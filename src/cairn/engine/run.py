@@ -227,6 +227,7 @@ class Engine:
             self.order.append(step)
         self.forced = forced
         observer.save()
+        self.project.save_code_cache()
         for step in self.order:
             for up in _distinct(self.states[step].ups):
                 self.states[up].children.append(step)
