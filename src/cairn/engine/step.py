@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -302,12 +303,66 @@ def _copy_source(job: StepJob, store: Any) -> StoredValue:
     return StoredValue(digest, size, SOURCE_FORMAT, path.suffix.lower() or ".bin")
 
 
+class _TableCache:
+    """Arrow tables this worker has read, by data version, least recently used dropped first.
+
+    A windowed input reads mostly the same partitions step after step (a 28-day window moves by one day), so
+    a worker keeps the verified, parsed tables instead of reading and parsing them again. Arrow tables are
+    immutable and every step gets its own DataFrame converted from one, so no step sees another's changes.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._tables: OrderedDict[str, Any] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, version: str) -> Any:
+        with self._lock:
+            table = self._tables.get(version)
+            if table is not None:
+                self._tables.move_to_end(version)
+            return table
+
+    def put(self, version: str, table: Any) -> None:
+        size = table.nbytes
+        if size > self.max_bytes // 4:
+            return  # a large table would push out many small ones that are read more often
+        with self._lock:
+            if version in self._tables:
+                return
+            self._tables[version] = table
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._tables.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+
+TABLE_CACHE_BYTES = 128 << 20  # per worker process
+_tables = _TableCache(TABLE_CACHE_BYTES)
+
+
+def _load_input(stored: StoredValue, store: Any) -> Any:
+    """`load_stored`, through the worker's table cache for Parquet objects."""
+    from cairn.io.parquet import FORMAT as PARQUET
+
+    if stored.format != PARQUET:
+        return load_stored(stored, store)
+    from cairn.io.parquet import read_parquet, table_as
+
+    table = _tables.get(stored.data_version)
+    if table is None:
+        table = read_parquet(store.read_bytes(stored.data_version, stored.size))
+        _tables.put(stored.data_version, table)
+    return table_as(table, stored.pytype)
+
+
 def _load_inputs(specs: tuple[InputSpec, ...], store: Any) -> dict[str, Any]:
     """Each parameter's value; a windowed or all-partitions input is a dict by partition key."""
     kwargs: dict[str, Any] = {}
     for spec in specs:
         try:
-            loaded = load_stored(spec.stored, store)
+            loaded = _load_input(spec.stored, store)
         except (CorruptObject, MissingObject) as exc:
             raise _BadInput(spec.stored.data_version, exc.digest or spec.stored.data_version, exc) from exc
         value = convert_table(loaded, _element(spec.annotation) if spec.key else spec.annotation)

@@ -86,9 +86,13 @@ def dump_table(value: Any, pytype: str, store: Store) -> StoredValue:
 
 def load_table(data: bytes, pytype: str) -> Any:
     """Read verified Parquet bytes back as the table type they were written from."""
-    table = read_parquet(data)
+    return table_as(read_parquet(data), pytype)
+
+
+def table_as(table: Any, pytype: str) -> Any:
+    """An Arrow table as the table type ``pytype`` names (a new DataFrame each call; the table is untouched)."""
     if pytype == "pandas":
-        return table.to_pandas(use_threads=len(data) >= SMALL_TABLE_BYTES)
+        return table.to_pandas(use_threads=table.nbytes >= SMALL_TABLE_BYTES)
     if pytype == "polars":
         import polars as pl
 
