@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 
 import cairn
+from cairn.engine import step
 from cairn.engine.step import _TableCache
 from tests.conftest import ProjectFactory
 
@@ -44,6 +45,7 @@ def test_a_step_that_changes_its_input_in_place_does_not_change_what_the_next_st
     assert cairn.load("mutates", project=root) == {"sum": 306}
     assert cairn.load("reads", project=root) == {"sum": 6, "columns": ["x", "y"]}
     assert cairn.load("as_polars", project=root) == {"sum": 6}
+    assert step._tables.get(result["base"].data_version or "") is None  # released with the run
 
 
 def table(rows: int) -> pa.Table:
@@ -71,7 +73,6 @@ def test_a_table_larger_than_a_quarter_of_the_cache_is_not_kept() -> None:
 def test_a_worker_reads_and_parses_an_input_once(monkeypatch: pytest.MonkeyPatch) -> None:
     import pandas as pd
 
-    from cairn.engine import step
     from cairn.io import dump
     from cairn.storage.memory import MemoryArtifactStore
 

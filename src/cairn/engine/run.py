@@ -345,6 +345,9 @@ class Engine:
         finally:
             if self._executor is not None:
                 self._executor.close()
+                from cairn.engine.step import forget_inputs
+
+                forget_inputs()  # inline and thread executors ran the steps in this process
             self._flush()
             self.meta.finish_run(self.run_id, status)
             self.on_event(Event(RUN_FINISHED, self.run_id, status=status, total=len(self.order)))

@@ -337,9 +337,19 @@ class _TableCache:
                 _, dropped = self._tables.popitem(last=False)
                 self._bytes -= dropped.nbytes
 
+    def clear(self) -> None:
+        with self._lock:
+            self._tables.clear()
+            self._bytes = 0
+
 
 TABLE_CACHE_BYTES = 128 << 20  # per worker process
 _tables = _TableCache(TABLE_CACHE_BYTES)
+
+
+def forget_inputs() -> None:
+    """Drop the cached input tables of this process (at the end of a run that executed steps in it)."""
+    _tables.clear()
 
 
 def _load_input(stored: StoredValue, store: Any) -> Any:
