@@ -6,8 +6,10 @@ The table: a shuffled unique int64 id, a user id (int64), a quantity (int32), th
 with 1 % nulls), a string country with 4 values and a microsecond timestamp. The contract: the type of every
 column, non-null ids, country and time, ranges on quantity, price and discount, allowed countries, a maximum
 null rate, ``unique=["id"]``, row bounds and freshness. Measured in this process, each repetition on the same
-table: `cairn.quality.evaluate` on the pyarrow Table and on the polars DataFrame (converted to Arrow
-zero-copy) and on the pandas DataFrame (conversion to Arrow included), and `pyarrow.parquet.write_table` of
+table: `cairn.quality.evaluate` on the pyarrow Table, and on the polars and pandas DataFrames as the step job
+evaluates them (on the Arrow table it converts once for both the contract and the Parquet write, so the
+conversion is not the contract's cost; a pandas frame shares it when its index is a RangeIndex, as here),
+and `pyarrow.parquet.write_table` of
 the Arrow table to a file with cairn's writer options (`cairn.io.parquet.PARQUET_WRITE_OPTIONS`, dictionary
 encoding for every non-float column), which is what publishing the output costs at least.
 Target: evaluation under 10 % of the write time.
@@ -85,7 +87,8 @@ def main() -> None:
 
     import polars as pl
 
-    from cairn.quality import evaluate, to_arrow
+    from cairn.io.parquet import parquet_table, table_kind
+    from cairn.quality import evaluate
 
     C.progress("building the table")
     table = make_table(args.rows)
@@ -102,12 +105,15 @@ def main() -> None:
         for i in range(args.repeat):
             C.progress(f"repetition {i + 1}/{args.repeat}")
             for name, value in inputs.items():
+                kind = table_kind(value)
+                assert kind is not None
+                seconds, value = C.timed(lambda v=value, k=kind: parquet_table(v, k))  # shared with the write
+                conversions[name].append(seconds)
                 seconds, results = C.timed(lambda v=value: evaluate(contract, v, window))  # type: ignore[arg-type]
                 failed = [r.rule for r in results if not r.passed]
                 if failed:
                     raise RuntimeError(f"the benchmark's table should pass its contract; failed: {failed}")
                 evaluations[name].append(seconds)
-                conversions[name].append(C.timed(lambda v=value: to_arrow(v))[0])
             seconds, _ = C.timed(lambda: write_parquet(table, base / "out.parquet"))
             writes.append(seconds)
             size_mib = (base / "out.parquet").stat().st_size / 2**20
@@ -115,7 +121,7 @@ def main() -> None:
     write_median = C.median(writes)
     out = C.Table(
         f"Contract with {len(results)} rules on {args.rows:,} rows x 8 columns",
-        ["input", "evaluate s", "of which to Arrow s", "Parquet write s", "ratio", "target < 10 %"],
+        ["input", "evaluate s", "to Arrow s", "Parquet write s", "ratio", "target < 10 %"],
     )
     for name, seconds in evaluations.items():
         ratio = C.median(seconds) / write_median
@@ -129,8 +135,9 @@ def main() -> None:
         )
     out.notes.append(
         f"Parquet file: {size_mib:.0f} MiB, snappy, written with cairn's options from the Arrow table (its "
-        "conversion not timed). A polars or pandas output is converted to Arrow for the contract and again "
-        "by the Parquet serializer; converting once for both would take the conversion out of the contract's cost."
+        "conversion not timed). 'to Arrow' is the step job's one conversion of the output, which the Parquet "
+        "write needs anyway, so it is not part of 'evaluate' (a pandas frame with another index is converted "
+        "twice: its contract sees the frame without the index columns the write keeps)."
     )
     out.print()
 

@@ -168,3 +168,27 @@ def test_a_check_for_an_unknown_asset_is_a_definition_error(make_project: Projec
         DefinitionError, match="check 'c' is defined for asset 'evnts', which does not exist. Did you mean 'events'"
     ):
         cairn.materialize(project=root)
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "arrow"])
+def test_an_output_under_contract_is_stored_as_without_one_and_checks_see_its_own_type(
+    make_project: ProjectFactory, kind: str
+) -> None:
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
+
+    from cairn.io import dump
+    from cairn.storage.memory import MemoryArtifactStore
+
+    made = {"pandas": pd.DataFrame, "polars": pl.DataFrame, "arrow": pa.table}[kind]
+    module = made.__module__.split(".")[0]
+    text = PIPELINE.replace('KIND = "pandas"', f'KIND = "{kind}"') + (
+        f"\n@check('events', blocking=True)\ndef own_type(df) -> bool:\n"
+        f"    return type(df).__module__.startswith('{module}')\n"
+    )
+    root = make_project(text)
+    result = cairn.materialize(project=root)
+    assert result.ok, result["events"].error
+    plain = dump(made({"event_id": [1, 2, 3], "price": [1.0, 2.0, 3.0]}), MemoryArtifactStore())
+    assert result["events"].data_version == plain.data_version

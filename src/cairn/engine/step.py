@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.core.asset import AssetDef
-from cairn.core.contracts import RuleResult
+from cairn.core.contracts import Contract, RuleResult
 from cairn.core.graph import Graph
 from cairn.core.partitions import context_window
 from cairn.core.records import StoredValue
@@ -66,12 +66,13 @@ def run_step(job: StepJob) -> StepOutcome:
         with _captured(out, job.capture_output), _alarm(job.timeout):
             value = asset.fn(**kwargs)
         called = time.perf_counter()
-        results = _validate(asset, value, ctx, job.previous, store)
+        arrow = _shared_arrow(asset, value)
+        results = _validate(asset, value, ctx, job.previous, store, arrow)
         if _blocking_failures(results):
             outcome = StepOutcome(FAILED, None, time.perf_counter() - started, _logs(ctx, out), ctx.metrics)
             return _checked(outcome, results, job)
         checked = time.perf_counter()
-        stored = _dump(value, store, asset)
+        stored = _dump(value, store, asset, arrow)
         ctx.checkpoint.clear()
         finished = time.perf_counter()
         timings = {
@@ -104,16 +105,31 @@ def run_step(job: StepJob) -> StepOutcome:
             shutil.rmtree(_workdir(job), ignore_errors=True)
 
 
+def _shared_arrow(asset: AssetDef, value: Any) -> Any:
+    """The output as the Arrow table its Parquet write will hold, when its contract needs Arrow too: converted
+    once for both. A pandas frame qualifies only with a RangeIndex (kept as metadata, not as a column, so the
+    contract sees exactly the frame's columns)."""
+    if not isinstance(asset.contract, Contract) or asset.io not in (None, "parquet"):
+        return None
+    from cairn.io.parquet import parquet_table, table_kind
+
+    kind = table_kind(value)
+    if kind == "polars" or (kind == "pandas" and type(value.index).__name__ == "RangeIndex"):
+        return parquet_table(value, kind)
+    return None
+
+
 def _validate(
-    asset: AssetDef, value: Any, ctx: Context | None, previous: StoredValue | None, store: Any
+    asset: AssetDef, value: Any, ctx: Context | None, previous: StoredValue | None, store: Any, arrow: Any = None
 ) -> list[RuleResult]:
-    """Evaluate the asset's contract and checks on its output, before anything is published."""
+    """Evaluate the asset's contract (on `arrow` when given: the output's Arrow form) and checks on its
+    output, before anything is published."""
     results: list[RuleResult] = []
     if asset.contract is not None:
         from cairn.quality.contracts import evaluate_any
 
         window = ctx.partition_window if ctx is not None else None
-        results.extend(evaluate_any(asset.contract, value, window))
+        results.extend(evaluate_any(asset.contract, value if arrow is None else arrow, window))
     if asset.checks:
         from cairn.quality.checks import run_check
 
@@ -282,7 +298,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{where}".rstrip()
 
 
-def _dump(value: Any, store: Any, asset: AssetDef) -> StoredValue:
+def _dump(value: Any, store: Any, asset: AssetDef, arrow: Any = None) -> StoredValue:
+    if arrow is not None:
+        from cairn.io.parquet import dump_arrow, table_kind
+
+        return dump_arrow(arrow, table_kind(value) or "arrow", store)
     from cairn.io import dump
 
     return dump(value, store, asset.io)

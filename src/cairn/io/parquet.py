@@ -69,16 +69,31 @@ def dump_table(value: Any, pytype: str, store: Store) -> StoredValue:
     Raises:
         SerializationError: the table has columns Parquet cannot hold.
     """
+    return dump_arrow(parquet_table(value, pytype), pytype, store)
+
+
+def parquet_table(value: Any, pytype: str) -> Any:
+    """The Arrow table that `dump_table` writes for a table of kind ``pytype``.
+
+    Raises:
+        SerializationError: the table has columns Parquet cannot hold.
+    """
     import pyarrow as pa  # here, not on top: the start-up budget (DESIGN §5)
-    import pyarrow.parquet as pq
 
     try:
-        table = _to_arrow(value, pytype)
+        return _to_arrow(value, pytype)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise SerializationError(
             f"cannot store the {pytype} DataFrame as Parquet: {exc}. Give each column one type (e.g. "
             'df[col].astype(str)), or pass io="pickle" to store it pickled.'
         ) from exc
+
+
+def dump_arrow(table: Any, pytype: str, store: Store) -> StoredValue:
+    """Write `parquet_table`'s result for a table of kind ``pytype``: the second half of `dump_table`, for a
+    caller that already converted the table (the step job converts once for the contract and the write)."""
+    import pyarrow.parquet as pq
+
     options = {**PARQUET_WRITE_OPTIONS, "use_dictionary": _dictionary_columns(table)}
     digest, size = write_object(store, lambda sink: pq.write_table(table, sink, **options))
     return StoredValue(digest, size, FORMAT, pytype)
