@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cairn.core.fingerprint import Fingerprinter, code_version, from_nodes
+from cairn.core.fingerprint import Fingerprinter, ast_part, code_version
 
 _counter = iter(range(10**6))
 
@@ -43,13 +43,17 @@ class _Modules:
                 return node
         return None
 
+    def part_of(self, obj: Any) -> tuple[str, list[str]] | None:
+        node = self.node_of(obj)
+        return ast_part(node) if node is not None else None
+
     def is_project(self, obj: Any) -> bool:
         name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", "")
         return name in self.sources
 
     def version(self, text: str, fn: str = "f") -> tuple[str, dict[str, str]]:
         module = self.make(text, "_fp_pipeline")
-        parts = Fingerprinter(from_nodes(self.node_of), self.is_project).parts(getattr(module, fn))
+        parts = Fingerprinter(self.part_of, self.is_project).parts(getattr(module, fn))
         return code_version(parts), parts
 
 

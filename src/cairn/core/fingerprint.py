@@ -20,7 +20,6 @@ from cairn.hashing import hash_struct
 # The part of a function or class found in its source: (digest of the normalized AST, global names it reads),
 # or None when there is no source (the bytecode is used instead).
 SourcePart = Callable[[Any], tuple[str, list[str]] | None]
-NodeOf = Callable[[Any], ast.AST | None]
 IsProject = Callable[[Any], bool]
 
 # Bump when the normalization changes (what `_strip` removes, how the AST is dumped): stored parts computed
@@ -111,16 +110,6 @@ def ast_part(node: ast.AST) -> tuple[str, list[str]]:
     stripped = _strip(node)
     digest = hash_struct(["ast", ast.dump(stripped, annotate_fields=False, include_attributes=False)])
     return digest, _referenced_names(stripped)
-
-
-def from_nodes(node_of: NodeOf) -> SourcePart:
-    """A `SourcePart` that normalizes the AST node `node_of` finds, every time it is asked."""
-
-    def source_part(obj: Any) -> tuple[str, list[str]] | None:
-        node = node_of(obj)
-        return ast_part(node) if node is not None else None
-
-    return source_part
 
 
 def _namespace_of(obj: Any) -> dict[str, Any]:
