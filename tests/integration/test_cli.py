@@ -195,3 +195,27 @@ def test_show_splits_step_time_into_function_loading_checks_and_writing(make_pro
     cached = json.loads(cairn("show", "latest", "-C", str(root), "--json").stdout)
     assert [s["timings"] for s in cached["steps"]] == [{}, {}]
     assert "executed steps" not in cairn("show", "latest", "-C", str(root)).stdout
+
+
+def test_show_sums_up_the_metrics_of_a_partitioned_asset_in_one_line(make_project: ProjectFactory) -> None:
+    root = make_project(
+        """
+from cairn import Context, asset, daily
+
+@asset(partitions=daily("2026-06-01", end="2026-06-04"))
+def counts(ctx: Context) -> int:
+    n = int(ctx.partition[-2:])
+    ctx.log_metric("rows", n * 10)
+    return n
+
+@asset
+def total(ctx: Context) -> int:
+    ctx.log_metric("answer", 42)
+    return 42
+"""
+    )
+    assert cairn("run", "-C", str(root)).returncode == 0
+    text = cairn("show", "latest", "-C", str(root)).stdout
+    assert "metrics of counts (3 partitions; min / median / max): rows 10 / 20 / 30" in text
+    assert "metrics of total: answer=42" in text
+    assert "counts@" not in text.split("time in")[-1]

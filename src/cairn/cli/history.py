@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Annotated, Any
 
 import typer
@@ -175,9 +176,8 @@ def show(
     executed = [timings[key] for s in steps if s.status == "executed" and (key := (s.asset, s.partition)) in timings]
     if executed:
         console().print(_time_split(executed))
-    for (asset, partition), values in sorted(metrics.items()):
-        name = f"{asset}@{partition}" if partition else asset
-        console().print(f"metrics of {name}: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(values.items())))
+    for line in _metric_lines(metrics):
+        console().print(line)
     if checks:
         passed = sum(r["passed"] for results in checks.values() for r in results)
         console().print(f"checks: {passed} passed on {len(checks)} steps")
@@ -195,6 +195,28 @@ def show(
 
 
 _OWN_METADATA = ("cairn.checks", "cairn.timings")
+
+
+def _metric_lines(metrics: dict[tuple[str, str], dict[str, float]]) -> list[str]:
+    """A line per unpartitioned asset; a partitioned one gets one line, each metric as min / median / max."""
+    by_asset: dict[str, list[tuple[str, dict[str, float]]]] = {}
+    for (asset, partition), values in sorted(metrics.items()):
+        by_asset.setdefault(asset, []).append((partition, values))
+    lines = []
+    for asset, rows in by_asset.items():
+        if len(rows) == 1:
+            partition, values = rows[0]
+            name = f"{asset}@{partition}" if partition else asset
+            lines.append(f"metrics of {name}: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(values.items())))
+            continue
+        names = sorted({k for _, values in rows for k in values})
+        spans = []
+        for k in names:
+            seen = sorted(values[k] for _, values in rows if k in values)
+            spans.append(f"{k} {_number(seen[0])} / {_number(statistics.median(seen))} / {_number(seen[-1])}")
+        lines.append(f"metrics of {asset} ({len(rows)} partitions; min / median / max): " + ", ".join(spans))
+    return lines
+
 
 _TIME_PARTS = (
     ("function_s", "asset functions"),
