@@ -12,6 +12,7 @@ so the tests know what really ran, in which process, independently of what the e
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -247,15 +248,21 @@ def test_dask_and_ray_store_the_same_data_versions_as_the_process_executor(ray_l
 CLUSTERS = ("dask", "ray")
 
 
+def cluster(kind: str, request: pytest.FixtureRequest) -> str | None:
+    """Bring up the session's cluster of this kind: the Dask scheduler's address, or None for the local Ray."""
+    if kind == "dask":
+        return str(request.getfixturevalue("dask_address"))
+    request.getfixturevalue("ray_local")
+    return None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", CLUSTERS)
 def test_a_change_on_a_long_lived_cluster_executes_exactly_the_changed_asset_and_affected_descendants(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
     """Early cutoff and caching, with workers that outlive runs (they must run each run's code)."""
-    address = request.getfixturevalue("dask_address") if kind == "dask" else None
-    if kind == "ray":
-        request.getfixturevalue("ray_local")
+    address = cluster(kind, request)
 
     @settings(PROPERTY_SETTINGS, max_examples=6)
     @given(changes())
@@ -283,9 +290,7 @@ def test_a_change_on_a_long_lived_cluster_executes_exactly_the_changed_asset_and
 def test_a_failing_asset_on_a_cluster_fails_alone_and_a_fixed_rerun_runs_only_it_and_its_descendants(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
-    address = request.getfixturevalue("dask_address") if kind == "dask" else None
-    if kind == "ray":
-        request.getfixturevalue("ray_local")
+    address = cluster(kind, request)
 
     @settings(PROPERTY_SETTINGS, max_examples=6)
     @given(failures())
@@ -589,9 +594,8 @@ def test_the_dask_executor_capacity_is_its_local_clusters_threads_and_memory() -
 def test_workers_that_outlive_a_run_run_the_next_runs_code(
     tmp_path: Path, forget_modules: None, kind: str, request: pytest.FixtureRequest
 ) -> None:
-    extra = f'address = "{request.getfixturevalue("dask_address")}"' if kind == "dask" else ""
-    if kind == "ray":
-        request.getfixturevalue("ray_local")
+    address = cluster(kind, request)
+    extra = f'address = "{address}"' if address else ""
     body = "@cairn.asset\ndef value(ctx):\n    return {n}\n\n\n@cairn.asset\ndef double(value):\n    return value * 2\n"
     root = write_project(tmp_path / "p", body.format(n=1), kind, extra=extra)
     module = next(p.stem for p in root.glob("dist_*.py"))
@@ -612,6 +616,17 @@ def test_a_dask_address_where_no_scheduler_answers_is_a_clear_configuration_erro
         create_executor("dask", 0, address)
     with pytest.raises(ConfigError, match="names no host and port"):
         create_executor("dask", 0, "tcp://")
+
+
+@pytest.mark.parametrize(
+    ("kind", "address", "forms"),
+    [("dask", "tcp://127.0.0.1:99999", "tcp://host:port"), ("ray", "127.0.0.1:port", "auto, host:6379")],
+)
+def test_a_malformed_cluster_address_names_the_forms_that_work(kind: str, address: str, forms: str) -> None:
+    """Checked by the adapter itself: a Ray already running in this process would take any address."""
+    adapter = importlib.import_module(f"cairn.executors.{kind}")
+    with pytest.raises(ConfigError, match=f"address = '{address}' is not a valid address: use {forms}"):
+        adapter._check_reachable(address)
 
 
 @pytest.mark.parametrize("kind", CLUSTERS)

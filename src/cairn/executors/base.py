@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cairn.errors import ConfigError
 
 if TYPE_CHECKING:
+    from urllib.parse import SplitResult
+
     from cairn.core.asset import Resources
 
 Job = Callable[[Any], Any]
@@ -95,6 +97,30 @@ def memory_mb() -> int:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024))
     except (ValueError, OSError, AttributeError):
         return 8192
+
+
+def check_reachable(address: str, url: SplitResult, *, forms: str, what: str, start: str, timeout: float) -> None:
+    """Fail fast when a cluster's ``[executor] address`` (parsed as `url`) is no host:port or nothing answers
+    there: connecting to a missing scheduler or head node would otherwise wait for minutes.
+
+    Raises:
+        ConfigError: naming the address `forms` that work, or the `what` that does not answer and the command
+            that starts one.
+    """
+    import socket
+
+    try:
+        host, port = url.hostname, url.port
+    except ValueError as exc:
+        raise ConfigError(f"[executor] address = {address!r} is not a valid address: use {forms}") from exc
+    if not host or not port:
+        raise ConfigError(f"[executor] address = {address!r} names no host and port: use {forms}")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"no {what} answers at [executor] address = {address!r} ({exc}): start one with {start} or fix the address"
+        ) from exc
 
 
 def create_executor(kind: str, workers: int, address: str | None = None, start: str = "fork") -> Executor:

@@ -25,7 +25,6 @@ import ctypes
 import logging
 import os
 import queue
-import socket
 import sys
 import threading
 import time
@@ -39,7 +38,15 @@ import dask
 import distributed as _distributed
 
 from cairn.errors import ConfigError
-from cairn.executors.base import Capacity, Completed, Job, memory_mb, set_job_started_hook, until_deadline
+from cairn.executors.base import (
+    Capacity,
+    Completed,
+    Job,
+    check_reachable,
+    memory_mb,
+    set_job_started_hook,
+    until_deadline,
+)
 from cairn.executors.local import STARTUP_GRACE_S, STOP_GRACE_S
 
 if TYPE_CHECKING:
@@ -302,25 +309,16 @@ def _connect(address: str) -> Any:
 
 
 def _check_reachable(address: str) -> None:
-    """Fail fast with a clear message when a ``tcp://host:port`` address does not answer."""
     url = urlsplit(address if "://" in address else f"tcp://{address}")
-    if url.scheme != "tcp":
-        return
-    try:
-        host, port = url.hostname, url.port
-    except ValueError as exc:
-        raise ConfigError(f"[executor] address = {address!r} is not a valid tcp://host:port address") from exc
-    if not host or not port:
-        raise ConfigError(
-            f"[executor] address = {address!r} names no host and port: use tcp://host:port (default port 8786)"
+    if url.scheme == "tcp":
+        check_reachable(
+            address,
+            url,
+            forms="tcp://host:port (default port 8786)",
+            what="Dask scheduler",
+            start="`dask scheduler`",
+            timeout=CONNECT_TIMEOUT_S,
         )
-    try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise ConfigError(
-            f"no Dask scheduler answers at [executor] address = {address!r} ({exc}): start one with "
-            "`dask scheduler` or fix the address"
-        ) from exc
 
 
 # ---- on the worker --------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit
 import ray as _ray
 
 from cairn.errors import ConfigError
-from cairn.executors.base import Capacity, Completed, Job, memory_mb, until_deadline
+from cairn.executors.base import Capacity, Completed, Job, check_reachable, memory_mb, until_deadline
 from cairn.executors.local import STARTUP_GRACE_S
 
 if TYPE_CHECKING:
@@ -205,23 +204,13 @@ def _connect(address: str) -> None:
 
 
 def _check_reachable(address: str) -> None:
-    """Fail fast with a clear message when a ``host:port`` or ``ray://host:port`` address does not answer
-    (connecting to a missing head node would otherwise wait for minutes)."""
     if address in ("auto", "local"):
         return
-    url = urlsplit(address if "://" in address else f"ray://{address}")
-    try:
-        host, port = url.hostname, url.port
-    except ValueError as exc:
-        raise ConfigError(f"[executor] address = {address!r} is not a valid Ray address (host:port)") from exc
-    if not host or not port:
-        raise ConfigError(
-            f"[executor] address = {address!r} names no host and port: use auto, host:6379 or ray://host:10001"
-        )
-    try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise ConfigError(
-            f"no Ray cluster answers at [executor] address = {address!r} ({exc}): start one with "
-            "`ray start --head` or fix the address"
-        ) from exc
+    check_reachable(
+        address,
+        urlsplit(address if "://" in address else f"ray://{address}"),
+        forms="auto, host:6379 or ray://host:10001",
+        what="Ray cluster",
+        start="`ray start --head`",
+        timeout=CONNECT_TIMEOUT_S,
+    )
