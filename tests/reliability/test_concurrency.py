@@ -694,20 +694,25 @@ def test_a_circuit_breaker_closes_again_when_the_trial_succeeds(project: Any) ->
     assert starts[2] - starts[1] >= 0.5, "the trial waited for the cool-down"
 
 
-def test_steps_of_a_one_slot_pool_never_overlap(project: Any) -> None:
-    root = project(
-        "".join(
-            f"""
+def pooled_assets(count: int, seconds: float) -> str:
+    """Assets q0 … q{count-1} in pool "db", each logging its start and end around a sleep of `seconds`."""
+    return "".join(
+        f"""
 
 @cairn.asset(pool="db")
 def q{k}(ctx):
     log("q{k}", ctx.run_id, "start")
-    time.sleep(0.2)
+    time.sleep({seconds})
     log("q{k}", ctx.run_id, "end")
     return {k}
 """
-            for k in range(4)
-        ),
+        for k in range(count)
+    )
+
+
+def test_steps_of_a_one_slot_pool_never_overlap(project: Any) -> None:
+    root = project(
+        pooled_assets(4, 0.2),
         """
     [pools]
     db = 1

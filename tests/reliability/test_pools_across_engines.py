@@ -15,21 +15,18 @@ from collections import Counter
 from pathlib import Path
 
 from cairn.storage.metadata import open_metadata
-from tests.reliability.test_concurrency import executions, make_project, query, start_engine, started, stop
+from tests.reliability.test_concurrency import (
+    executions,
+    make_project,
+    pooled_assets,
+    query,
+    start_engine,
+    started,
+    stop,
+)
 from tests.reliability.test_engines_sqlite_postgres import run_engines
 
-POOLED = "".join(
-    f"""
-
-@cairn.asset(pool="db")
-def q{k}(ctx):
-    log("q{k}", ctx.run_id, "start")
-    time.sleep(0.3)
-    log("q{k}", ctx.run_id, "end")
-    return {k}
-"""
-    for k in range(6)
-)
+POOLED = pooled_assets(6, 0.3)
 ONE_SLOT = """
 [pools]
 db = 1
