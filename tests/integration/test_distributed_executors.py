@@ -519,6 +519,8 @@ def test_steps_past_their_timeout_are_stopped_on_every_attempt_and_other_steps_f
     assert "StepTimeout" in (result["stubborn"].error or "")
     assert "StepTimeout" in (result["asleep"].error or "")
     assert sorted(logged) == ["start 1", "start 2", "start asleep"], logged
+    for name in ("stubborn", "asleep"):  # the time each ran until it was stopped, never 0
+        assert (result[name].duration_s or 0) >= 0.5, result[name]
 
 
 # ---- resources and capacity ------------------------------------------------------------------------

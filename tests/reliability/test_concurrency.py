@@ -533,6 +533,109 @@ def test_a_timed_out_thread_does_not_make_the_next_step_time_out_while_it_waits_
     assert (result["a_fast"].status, result["a_fast"].error) == ("executed", None)
 
 
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_a_timed_out_attempt_records_how_long_it_ran(project: Any, executor: str) -> None:
+    """The recorded duration of an attempt stopped at its timeout is the time it ran, never 0: both for one
+    interrupted from inside (``sleepy``) and one the executor had to give up on (``stubborn``)."""
+    root = project(
+        """
+        @cairn.asset(timeout=0.5)
+        def sleepy(ctx):
+            time.sleep(3)
+            return 1
+
+
+        @cairn.asset(timeout=0.5)
+        def stubborn(ctx):
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                try:
+                    time.sleep(0.05)
+                except Exception:
+                    pass
+            return 1
+        """
+    )
+    try:
+        result = materialize(root, executor=executor)
+    finally:
+        for thread in threading.enumerate():
+            if thread.name.startswith("cairn-step"):
+                thread.join(timeout=10)
+    for name in ("sleepy", "stubborn"):
+        step = result[name]
+        assert step.status == "failed" and "StepTimeout" in (step.error or ""), step
+        assert step.duration_s is not None and step.duration_s >= 0.5, step
+    recorded = query(root, "SELECT asset, duration_s FROM steps WHERE run_id = ?", (result.run_id,))
+    assert all(duration >= 0.5 for _, duration in recorded), recorded
+
+
+def test_a_step_asking_for_more_memory_than_the_machine_has_runs_alone(project: Any) -> None:
+    """Like a step asking for more CPUs than there are, one asking for more memory than the machine has
+    holds all of it while it runs: nothing starts beside it, and it starts only when nothing else runs."""
+    body = """
+        @cairn.asset(resources=cairn.Resources(memory_mb=10**9))
+        def huge(ctx):
+            log("huge", ctx.run_id, "start")
+            time.sleep(0.4)
+            log("huge", ctx.run_id, "end")
+            return 0
+        """ + "".join(
+        f"""
+
+        @cairn.asset
+        def small{k}(ctx):
+            log("small{k}", ctx.run_id, "start")
+            time.sleep(0.2)
+            log("small{k}", ctx.run_id, "end")
+            return {k}
+        """
+        for k in range(3)
+    )
+    root = project(body, workers=2)
+    assert materialize(root).ok
+    spans: dict[str, list[float]] = {}
+    for asset, _, _, when in executions(root):
+        spans.setdefault(asset, []).append(when)
+    begin, end = spans.pop("huge")
+    assert len(spans) == 3
+    for name, (s, e) in spans.items():
+        assert e <= begin or s >= end, f"{name} ran {s:.3f}-{e:.3f}, beside huge {begin:.3f}-{end:.3f}"
+
+
+def test_a_checkpoint_survives_an_attempt_whose_commit_was_lost(project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint is cleared only once the step's result is committed: an attempt that finished but
+    lost its lease before the commit leaves its saved state to the next attempt."""
+    from cairn.errors import LeaseLost
+    from cairn.storage.metadata import MetadataStore
+
+    root = project(
+        """
+        @cairn.asset(retry=cairn.Retry(max_attempts=2, backoff=0.01))
+        def long_step(ctx):
+            state = ctx.checkpoint.load(None)
+            if state is None:
+                ctx.checkpoint.save("halfway")
+                return "from scratch"
+            return f"resumed from {state}"
+        """
+    )
+    commit = MetadataStore.commit_materialization
+    lost: list[str] = []
+
+    def lose_the_first(self: MetadataStore, *args: Any, **kwargs: Any) -> Any:
+        if not lost:
+            lost.append("once")
+            raise LeaseLost("another engine took this step over")
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(MetadataStore, "commit_materialization", lose_the_first)
+    result = materialize(root)
+    assert lost and result["long_step"].attempts == 2, result
+    assert cairn.load("long_step", project=root) == "resumed from halfway"
+    assert not list((root / ".cairn" / "checkpoints").glob("*")), "the committed step's checkpoint remains"
+
+
 def test_a_worker_that_dies_is_reported_as_crashed_and_independent_branches_finish(project: Any) -> None:
     root = project(
         """

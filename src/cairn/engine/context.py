@@ -40,11 +40,17 @@ class StepLogger:
         self._log("error", msg, *args)
 
 
+def checkpoint_path(project_dir: str, cache_key: str) -> Path:
+    """Where the checkpoint of the attempts computing `cache_key` is kept."""
+    return Path(project_dir) / ".cairn" / "checkpoints" / cache_key.replace(":", "-")
+
+
 class Checkpoint:
     """Saved state of a long step: a retry or a resumed run with the same cache key gets the last state.
 
     The state is pickled into a local file with a SHA-256 checksum beside it; it is only unpickled when
-    the checksum matches, and it is deleted once the step's result is committed.
+    the checksum matches, and the engine deletes it once the step's result is committed (never before: an
+    attempt whose commit is lost keeps its state for the next one).
     """
 
     def __init__(self, path: Path) -> None:

@@ -21,6 +21,7 @@ from cairn.core.asset import AssetDef
 from cairn.core.keys import StepId
 from cairn.core.records import InputRef, Materialization, StoredValue
 from cairn.engine.api import Stores
+from cairn.engine.context import checkpoint_path
 from cairn.engine.jobs import OK, InputSpec, StepJob
 from cairn.engine.step import register_graph, run_step
 from cairn.errors import MissingObject, UsageError
@@ -127,6 +128,7 @@ def reproduce(project: Project, stores: Stores, step: StepId, run: str | None = 
     started = time.perf_counter()
     outcome = run_step(job)
     duration = time.perf_counter() - started
+    checkpoint_path(root, job.cache_key).unlink(missing_ok=True)
     code_current, parts = project.code(asset)
     recorded_run = stores.meta.get_run(mat.run_id)
     environment = diff_environments(recorded_run.environment if recorded_run else {}, capture(root))

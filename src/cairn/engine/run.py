@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.core import records as R
-from cairn.core.asset import AssetDef
+from cairn.core.asset import AssetDef, Resources
 from cairn.core.events import RUN_FINISHED, RUN_STARTED, STEP_FINISHED, STEP_RETRYING, STEP_STARTED, Event
 from cairn.core.keys import StepId, derive_seed
 from cairn.core.partitions import check_key, key_range
@@ -40,11 +40,12 @@ from cairn.core.plan import (
 from cairn.core.retry import BreakerPolicy, CircuitBreaker, Retry
 from cairn.core.selection import select
 from cairn.core.steps import StepInput, expand
+from cairn.engine.context import checkpoint_path
 from cairn.engine.history import StoreHistory
 from cairn.engine.jobs import OK, TIMEOUT, InputSpec, StepJob, StepOutcome
 from cairn.engine.sources import SourceObserver
 from cairn.errors import DefinitionError, LeaseLost, UsageError
-from cairn.executors.base import Completed, Executor, create_executor
+from cairn.executors.base import Capacity, Completed, Executor, create_executor
 from cairn.project import Project, installed_versions
 from cairn.storage.base import ArtifactStore
 from cairn.storage.metadata import MetadataStore
@@ -144,6 +145,7 @@ class _State:
     error: str | None = None
     duration: float | None = None
     source_path: str | None = None
+    submitted: float = 0.0  # monotonic time the running attempt was handed to the executor
 
 
 def new_run_id() -> str:
@@ -522,10 +524,9 @@ class Engine:
             st = self.states[step]
             if st.status != "ready":
                 continue  # reopened while queued
-            cpu = min(st.asset.resources.cpu, capacity.cpu)
-            mem = min(st.asset.resources.memory_mb, capacity.memory_mb)
+            cpu, mem, alone = _share(st.asset.resources, capacity)
             fits = not self.running or (
-                self.cpu_used + cpu <= capacity.cpu + 1e-9 and self.mem_used + mem <= capacity.memory_mb
+                not alone and self.cpu_used + cpu <= capacity.cpu + 1e-9 and self.mem_used + mem <= capacity.memory_mb
             )
             if not fits or not self._take_pool_slot(step, st.asset, full):
                 deferred.append(entry)
@@ -630,6 +631,7 @@ class Engine:
         if st.asset.pool:
             self.pool_use[st.asset.pool] = self.pool_use.get(st.asset.pool, 0) + 1
         self.on_event(Event(STEP_STARTED, self.run_id, step, "running", st.reason))
+        st.submitted = time.monotonic()
         ticket = self.executor.submit(self._job_function(), job, job.timeout, st.asset.resources)
         self.running[ticket] = step
         self._held[step] = (cpu, mem)
@@ -685,7 +687,7 @@ class Engine:
         if st.asset.pool:
             self.pool_use[st.asset.pool] -= 1
             self._give_pool_slot_back(step)
-        outcome = _outcome(done, st.asset.timeout or self.settings.timeout)
+        outcome = _outcome(done, st.asset.timeout or self.settings.timeout, time.monotonic() - st.submitted)
         if outcome.logs:
             self.meta.add_logs(
                 [
@@ -758,6 +760,7 @@ class Engine:
             self._attempt_failed(step, lost)
             return
         st.duration = outcome.duration_s
+        checkpoint_path(str(self.settings.root), mat.cache_key).unlink(missing_ok=True)
         self.history.remember(mat)
         self.on_event(Event(STEP_FINISHED, self.run_id, step, R.EXECUTED, st.reason))
         self._resolve(step, R.EXECUTED, st.reason, mat)
@@ -909,17 +912,31 @@ class Engine:
         self._flush()
 
 
-def _outcome(done: Completed, timeout: float | None) -> StepOutcome:
+def _outcome(done: Completed, timeout: float | None, elapsed: float) -> StepOutcome:
+    """What an attempt came to. `elapsed` (the engine's wall time since submitting it) is the duration of an
+    attempt that returned none: one killed for its timeout, or one whose worker died."""
     if done.result is not None:
         result: StepOutcome = done.result
         if result.status == TIMEOUT:
-            return StepOutcome(TIMEOUT, error=f"StepTimeout: {result.error}", logs=result.logs, retryable=True)
+            error = f"StepTimeout: {result.error}"
+            return StepOutcome(TIMEOUT, None, result.duration_s, result.logs, error=error, retryable=True)
         return result
     if done.timed_out:
-        return StepOutcome(TIMEOUT, error=f"StepTimeout: the attempt ran longer than its timeout of {timeout} s")
+        error = f"StepTimeout: the attempt ran longer than its timeout of {timeout} s"
+        return StepOutcome(TIMEOUT, None, elapsed, error=error)
     if done.crashed:
-        return StepOutcome("failed", error=f"StepCrashed: {done.error}")
-    return StepOutcome("failed", error=f"StepCrashed: the step job failed outside user code: {done.error}")
+        return StepOutcome("failed", None, elapsed, error=f"StepCrashed: {done.error}")
+    error = f"StepCrashed: the step job failed outside user code: {done.error}"
+    return StepOutcome("failed", None, elapsed, error=error)
+
+
+def _share(resources: Resources, capacity: Capacity) -> tuple[float, int, bool]:
+    """The CPU and memory a step holds while it runs, and whether it must run alone: a step that asks for the
+    whole machine (or more) holds all of it, so nothing starts beside it."""
+    alone = resources.cpu >= capacity.cpu or (resources.memory_mb > 0 and resources.memory_mb >= capacity.memory_mb)
+    if alone:
+        return capacity.cpu, capacity.memory_mb, True
+    return resources.cpu, resources.memory_mb, False
 
 
 def _distinct(ups: list[StepInput]) -> list[StepId]:

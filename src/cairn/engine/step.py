@@ -23,7 +23,7 @@ from cairn.core.contracts import Contract, RuleResult
 from cairn.core.graph import Graph
 from cairn.core.partitions import context_window
 from cairn.core.records import StoredValue
-from cairn.engine.context import Checkpoint, Context
+from cairn.engine.context import Checkpoint, Context, checkpoint_path
 from cairn.engine.jobs import BAD_INPUT, FAILED, OK, SOURCE_FORMAT, TIMEOUT, InputSpec, StepJob, StepOutcome
 from cairn.errors import CorruptObject, MissingObject, NonRetryable, StepTimeout
 from cairn.executors.base import job_started
@@ -73,7 +73,6 @@ def run_step(job: StepJob) -> StepOutcome:
             return _checked(outcome, results, job)
         checked = time.perf_counter()
         stored = _dump(value, store, asset, arrow)
-        ctx.checkpoint.clear()
         finished = time.perf_counter()
         timings = {
             "inputs_s": loaded - started,
@@ -216,7 +215,7 @@ def _workdir(job: StepJob) -> Path:
 
 
 def _context(job: StepJob, asset: AssetDef) -> Context:
-    checkpoint = Path(job.project_dir) / ".cairn" / "checkpoints" / job.cache_key.replace(":", "-")
+    checkpoint = checkpoint_path(job.project_dir, job.cache_key)
     return Context(
         asset=job.asset,
         partition=job.partition,
