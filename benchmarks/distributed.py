@@ -41,7 +41,7 @@ DRIVER = """\
 import json, logging, sys, time
 import cairn
 import cairn.engine.api, cairn.engine.step, cairn.io, cairn.tracking.environment
-from cairn.executors.base import create_executor
+from cairn.executors.factory import create_executor
 
 kind, workers, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 projects = sys.argv[4:]

@@ -13,10 +13,21 @@ from cairn.version import __version__
 
 if TYPE_CHECKING:
     from cairn.core.asset import AssetDef, Resources, asset, source
-    from cairn.core.contracts import CheckResult, Contract, Drift, Freshness, check, col, drift_check
+    from cairn.core.contracts import (
+        CheckResult,
+        Contract,
+        Drift,
+        Freshness,
+        Snapshot,
+        Trailing,
+        check,
+        col,
+        drift_check,
+    )
     from cairn.core.partitions import (
         AllPartitions,
         Latest,
+        TimeWindow,
         Window,
         daily,
         hourly,
@@ -52,11 +63,32 @@ _LAZY = {
     "Retry": "cairn.core.retry",
     **{
         name: "cairn.core.contracts"
-        for name in ("CheckResult", "Contract", "Drift", "Freshness", "check", "col", "drift_check")
+        for name in (
+            "CheckResult",
+            "Contract",
+            "Drift",
+            "Freshness",
+            "Snapshot",
+            "Trailing",
+            "check",
+            "col",
+            "drift_check",
+        )
     },
     **{
         name: "cairn.core.partitions"
-        for name in ("AllPartitions", "Latest", "Window", "daily", "hourly", "monthly", "product", "static", "weekly")
+        for name in (
+            "AllPartitions",
+            "Latest",
+            "TimeWindow",
+            "Window",
+            "daily",
+            "hourly",
+            "monthly",
+            "product",
+            "static",
+            "weekly",
+        )
     },
     "Context": "cairn.engine.context",
     "Files": "cairn.io.files",
@@ -127,9 +159,12 @@ __all__ = [
     "NonRetryable",
     "Resources",
     "Retry",
+    "Snapshot",
     "StepCrashed",
     "StepFailed",
     "StepTimeout",
+    "TimeWindow",
+    "Trailing",
     "UsageError",
     "Window",
     "__version__",

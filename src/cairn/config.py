@@ -18,14 +18,14 @@ CONFIG_FILE = "cairn.toml"
 EXECUTOR_KINDS = ("inline", "thread", "process", "dask", "ray")
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_TYPE_NAMES = {str: "a string", int: "an integer"}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 _SECTIONS = ("project", "storage", "executor", "defaults", "params", "profiles", "pools", "circuit_breakers", "engine")
 _KEYS: dict[str, tuple[str, ...]] = {
     "project": ("name", "modules", "seed"),
     "storage": ("artifacts", "artifacts_options", "database"),
     "executor": ("kind", "workers", "address", "start"),
     "defaults": ("retry", "timeout"),
-    "engine": ("heartbeat_s", "lease_ttl_s", "stale_after_s"),
+    "engine": ("heartbeat_s", "lease_ttl_s", "stale_after_s", "strict_code"),
 }
 
 
@@ -53,6 +53,7 @@ class Settings:
     heartbeat_s: float = 5.0
     lease_ttl_s: float = 60.0
     stale_after_s: float = 120.0
+    strict_code: bool = False
 
     @property
     def state_dir(self) -> Path:
@@ -131,6 +132,7 @@ def parse_settings(data: Mapping[str, Any], root: Path) -> Settings:
         heartbeat_s=float(_positive(engine.get("heartbeat_s", 5.0), "[engine] heartbeat_s")),
         lease_ttl_s=float(_positive(engine.get("lease_ttl_s", 60.0), "[engine] lease_ttl_s")),
         stale_after_s=float(_positive(engine.get("stale_after_s", 120.0), "[engine] stale_after_s")),
+        strict_code=_typed(engine.get("strict_code", False), bool, "[engine] strict_code"),
     )
 
 

@@ -14,13 +14,13 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any, TypeVar
 
 from cairn.config import Settings, load_settings
 from cairn.core.asset import AssetDef
 from cairn.core.contracts import CheckDef
-from cairn.core.fingerprint import AST_FORMAT, Fingerprinter, ast_part, code_version
+from cairn.core.fingerprint import AST_FORMAT, Fingerprinter, Unresolved, ast_part, code_version
 from cairn.core.graph import Graph, build_graph
 from cairn.errors import ConfigError, DefinitionError, UsageError, did_you_mean
 from cairn.hashing import digest_bytes, hash_struct
@@ -53,6 +53,16 @@ class Project:
                 parts.update(self.fingerprinter.parts(check.fn))
             parts[f"cairn.check.{check.name}"] = hash_struct(["check", check.blocking, repr(check.drift)])
         return code_version(parts), parts
+
+    def unresolved(self, asset: AssetDef) -> list[Unresolved]:
+        """Values an asset's code (and its checks') reads whose changes its code version cannot see."""
+        if asset.code_version is not None or asset.fn is None:
+            return []
+        found = {u.name: u for u in self.fingerprinter.unresolved(asset.fn)}
+        for check in asset.checks:
+            if check.fn is not None:
+                found.update((u.name, u) for u in self.fingerprinter.unresolved(check.fn))
+        return sorted(found.values(), key=lambda u: u.name)
 
     def save_code_cache(self) -> None:
         """Keep the code parts computed so far for the next process (see `SourceIndex`)."""
@@ -114,7 +124,25 @@ def load_project(project: str | os.PathLike[str] | Settings = ".") -> Project:
     root = str(settings.root)
     sources = SourceIndex(settings.state_dir)
     fingerprinter = Fingerprinter(sources.part_of, _project_test(root))
-    return Project(settings, build_graph(defs), fingerprinter, sources)
+    loaded = Project(settings, build_graph(defs), fingerprinter, sources)
+    if settings.strict_code:
+        _require_fingerprinted(loaded)
+    return loaded
+
+
+def _require_fingerprinted(project: Project) -> None:
+    """``[engine] strict_code``: an asset whose code reads a value cairn cannot fingerprint is an error."""
+    problems = []
+    for name in project.graph.order:
+        for u in project.unresolved(project.graph.assets[name]):
+            problems.append(f"  asset '{name}' reads {u}")
+    if problems:
+        raise DefinitionError(
+            "[engine] strict_code: the code version cannot see changes of these values:\n"
+            + "\n".join(problems)
+            + "\nMake each a simple constant (numbers, strings, small collections of them) or a project "
+            "function, or set code_version= on the asset (and change it when the value changes)"
+        )
 
 
 def installed_versions(dists: tuple[str, ...]) -> dict[str, str]:
@@ -324,9 +352,9 @@ class SourceIndex:
 
     def part_of(self, obj: Any) -> tuple[str, list[str]] | None:
         """The normalized AST digest of `obj` and the global names it reads; None without source."""
-        code = getattr(obj, "__code__", None)
+        code = _code_of(obj)
         path = code.co_filename if code is not None else _module_file(obj)
-        place = f"{getattr(obj, '__qualname__', '')}@{code.co_firstlineno if code is not None else ''}"
+        place = f"{_qualname(obj)}@{code.co_firstlineno if code is not None else ''}"
         digest = self._digest(path)
         if digest is None:
             return None
@@ -343,9 +371,9 @@ class SourceIndex:
         return part
 
     def node_of(self, obj: Any) -> ast.AST | None:
-        code = getattr(obj, "__code__", None)
+        code = _code_of(obj)
         path = code.co_filename if code is not None else _module_file(obj)
-        nodes = self._index(path).get(getattr(obj, "__qualname__", ""), [])
+        nodes = self._index(path).get(_qualname(obj), [])
         if code is None:
             return nodes[-1] if nodes else None
         for node in nodes:
@@ -400,6 +428,18 @@ class SourceIndex:
         if path not in self._files:
             self._files[path] = _index_file(path)
         return self._files[path]
+
+
+def _code_of(obj: Any) -> CodeType | None:
+    code = getattr(obj, "__code__", None)
+    return code if isinstance(code, CodeType) else None
+
+
+def _qualname(obj: Any) -> str:
+    """Where a function is defined in its file: its code's own qualname, which `functools.wraps` does not
+    overwrite (a wrapper's ``__qualname__`` is the wrapped function's)."""
+    code = _code_of(obj)
+    return code.co_qualname if code is not None else str(getattr(obj, "__qualname__", ""))
 
 
 def _module_file(obj: Any) -> str:

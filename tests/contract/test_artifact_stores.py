@@ -1,4 +1,5 @@
-"""The ArtifactStore contract suite run over every artifact store, plus what is specific to each."""
+"""The ArtifactStore and StoreMaintenance contract suites run over every artifact store, plus what is specific
+to each."""
 
 from __future__ import annotations
 
@@ -11,15 +12,54 @@ from pathlib import Path
 import pytest
 
 from cairn.errors import ConfigError, StoreError
-from cairn.storage.artifacts import LocalArtifactStore, open_artifacts
-from cairn.storage.base import ArtifactStore
+from cairn.storage.artifacts import LocalArtifactStore
+from cairn.storage.base import ArtifactStore, StoreMaintenance
+from cairn.storage.factory import open_artifacts
 from cairn.storage.memory import MemoryArtifactStore
 from cairn.storage.remote import FsspecArtifactStore
 from cairn.testing.artifacts import ArtifactStoreContract
 from tests.s3server import S3Server
 
 
-class TestLocalArtifactStore(ArtifactStoreContract):
+class StoreMaintenanceContract:
+    """Behaviour every store's `StoreMaintenance` must have; joined by each store's test class below."""
+
+    def test_the_store_offers_maintenance(self, store: ArtifactStore) -> None:
+        assert isinstance(store, StoreMaintenance)
+
+    def test_quarantine_takes_the_object_out_and_leaves_the_others(self, store: ArtifactStore) -> None:
+        assert isinstance(store, StoreMaintenance)
+        damaged, _ = store.put_bytes(b"to be quarantined")
+        intact, size = store.put_bytes(b"left alone")
+        assert store.quarantine(damaged, "quarantine")
+        assert not store.exists(damaged) and list(store.digests()) == [intact]
+        assert store.read_bytes(intact, size) == b"left alone"
+
+    def test_a_store_after_plain_writes_has_no_leftovers(self, store: ArtifactStore) -> None:
+        assert isinstance(store, StoreMaintenance)
+        digest, _ = store.put_bytes(b"published")
+        later = time.time() + 60
+        assert store.stale_uploads(before=later) == []
+        assert store.stale_caches(set(), before=later) == []
+        assert store.exists(digest)
+
+    def test_removing_a_leftover_it_did_not_name_is_refused(self, store: ArtifactStore) -> None:
+        assert isinstance(store, StoreMaintenance)
+        with pytest.raises(StoreError, match="is not an"):
+            store.remove_upload("/elsewhere/tmp/x.part")
+        with pytest.raises(StoreError, match="is not an? "):
+            store.remove_cache("/elsewhere/files/" + "0" * 64)
+
+    def test_tidy_keeps_every_object(self, store: ArtifactStore) -> None:
+        assert isinstance(store, StoreMaintenance)
+        removed, _ = store.put_bytes(b"removed")
+        kept, size = store.put_bytes(b"kept")
+        store.delete(removed)
+        store.tidy()
+        assert list(store.digests()) == [kept] and store.read_bytes(kept, size) == b"kept"
+
+
+class TestLocalArtifactStore(ArtifactStoreContract, StoreMaintenanceContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> ArtifactStore:
         return LocalArtifactStore(tmp_path / "artifacts")
@@ -29,7 +69,7 @@ class TestLocalArtifactStore(ArtifactStoreContract):
         Path(store.object_path(digest)).write_bytes(data)
 
 
-class TestMemoryArtifactStore(ArtifactStoreContract):
+class TestMemoryArtifactStore(ArtifactStoreContract, StoreMaintenanceContract):
     @pytest.fixture
     def store(self) -> ArtifactStore:
         return MemoryArtifactStore()
@@ -39,7 +79,7 @@ class TestMemoryArtifactStore(ArtifactStoreContract):
         store.objects[digest] = data
 
 
-class TestFsspecArtifactStore(ArtifactStoreContract):
+class TestFsspecArtifactStore(ArtifactStoreContract, StoreMaintenanceContract):
     """Runs over fsspec's in-memory filesystem: the staged path of filesystems that are not object stores."""
 
     @pytest.fixture
@@ -56,7 +96,7 @@ class TestFsspecArtifactStore(ArtifactStoreContract):
         store.fs.pipe_file(store.object_key(digest), data)
 
 
-class TestS3ArtifactStore(ArtifactStoreContract):
+class TestS3ArtifactStore(ArtifactStoreContract, StoreMaintenanceContract):
     """Runs over a real S3-compatible server on loopback, one bucket per test."""
 
     @pytest.fixture
@@ -114,6 +154,40 @@ def test_local_store_replaces_a_truncated_object_on_rewrite(tmp_path: Path) -> N
     Path(store.object_path(digest)).write_bytes(b"012")
     store.put_bytes(b"0123456789")
     assert store.read_bytes(digest, size) == b"0123456789"
+
+
+def test_local_store_names_stale_temp_files_and_caches_and_removes_only_those(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    kept, _ = store.put_bytes(b"a manifest that is kept")
+    os.makedirs(store.tmp_dir, exist_ok=True)  # the write made it
+    old_part, fresh_part = os.path.join(store.tmp_dir, "old.part"), os.path.join(store.tmp_dir, "fresh.part")
+    Path(old_part).write_bytes(b"x" * 10)
+    Path(fresh_part).write_bytes(b"y")
+    unkept = os.path.join(store.files_dir, "1" * 64)
+    half_built, building = os.path.join(store.files_dir, ".tmp-old"), os.path.join(store.files_dir, ".tmp-new")
+    for folder in (os.path.join(store.files_dir, kept.removeprefix("b3:")), unkept, half_built, building):
+        os.makedirs(folder)
+        Path(folder, "f.txt").write_bytes(b"abc")
+    hour_ago = time.time() - 3600
+    for path in (old_part, half_built):
+        os.utime(path, (hour_ago - 60, hour_ago - 60))
+    assert store.stale_uploads(before=hour_ago) == [(old_part, 10)]
+    assert store.stale_caches({kept}, before=hour_ago) == [(half_built, 3), (unkept, 3)]
+    with pytest.raises(StoreError, match="is not an entry of"):
+        store.remove_upload(os.path.join(store.tmp_dir, ".."))
+    store.remove_upload(old_part)
+    for name, _ in store.stale_caches({kept}, before=hour_ago):
+        store.remove_cache(name)
+    assert os.listdir(store.tmp_dir) == ["fresh.part"]
+    assert sorted(os.listdir(store.files_dir)) == sorted([".tmp-new", kept.removeprefix("b3:")])
+
+
+def test_local_quarantine_moves_the_object_by_rename_under_the_root(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    digest, _ = store.put_bytes(b"damaged")
+    moved = store.quarantine(digest, "quarantine")
+    assert moved == str(tmp_path / "quarantine" / digest.removeprefix("b3:"))
+    assert Path(moved).read_bytes() == b"damaged" and not store.exists(digest)
 
 
 def test_open_artifacts_resolves_a_relative_path_against_the_project(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 import cairn
 from cairn.errors import DefinitionError
-from tests.conftest import ProjectFactory, set_pipeline
+from tests.conftest import ProjectFactory, cli, set_pipeline
 
 PIPELINE = """
 import pandas as pd
@@ -119,6 +119,56 @@ def test_drift_compares_with_the_previous_materialization(make_project: ProjectF
     set_pipeline(root, shifted.replace('"event_id": [1, 2, 3]', '"event_id": list(range(1000))'))
     result = cairn.materialize(project=root)
     assert result["events"].status == "failed" and "drift_price" in (result["events"].error or "")
+
+
+DAILY = """
+import pandas as pd
+from cairn import Drift, Snapshot, asset, daily, drift_check
+
+SHIFTED = ["2026-06-02"]
+
+@asset(partitions=daily("2026-06-01", "2026-06-03"))
+def prices(ctx):
+    shift = 50.0 if ctx.partition in SHIFTED else 0.0
+    return pd.DataFrame({"price": [float(i % 10) + shift for i in range(1000)]})
+
+checks = [drift_check("prices", Drift("price", max_psi=0.1, blocking=True, reference=REFERENCE))]
+"""
+
+
+def test_drift_against_the_previous_partition_fails_the_day_whose_distribution_shifted(
+    make_project: ProjectFactory,
+) -> None:
+    """Both days in one run: day 2 waits for day 1 and is compared with it, not with its own (absent) past."""
+    root = make_project(DAILY.replace("REFERENCE", '"previous_partition"'), executor="thread")
+    result = cairn.materialize(project=root)
+    assert result["prices@2026-06-01"].status == "executed"
+    assert result["prices@2026-06-02"].status == "failed" and result["prices@2026-06-02"].attempts == 1
+    error = result["prices@2026-06-02"].error or ""
+    assert "ContractViolation: asset 'prices@2026-06-02' broke its contract; nothing was published" in error
+    assert "against previous_partition: prices@2026-06-01" in error
+    with pytest.raises(Exception, match="2026-06-02"):
+        cairn.load("prices", partition="2026-06-02", project=root)
+    out = cli("-C", str(root), "status", "--json")
+    checks = [c for row in json.loads(out.stdout) for c in row.get("checks") or [] if c["rule"] == "drift_price"]
+    assert checks and checks[0]["observed"] == "nothing to compare with: 2026-06-01 is the first partition"
+
+
+def test_drift_against_a_snapshot_compares_with_the_pinned_version(make_project: ProjectFactory) -> None:
+    root = make_project(
+        DAILY.replace("REFERENCE", 'Snapshot("baseline")').replace('SHIFTED = ["2026-06-02"]', "SHIFTED = []")
+    )
+    assert cairn.materialize(project=root, partition="2026-06-01").ok is False  # no such snapshot yet: fails closed
+    set_pipeline(root, DAILY.replace("REFERENCE", '"previous"').replace('SHIFTED = ["2026-06-02"]', "SHIFTED = []"))
+    assert cairn.materialize(project=root, partition="2026-06-01").ok
+    assert cli("-C", str(root), "snapshot", "create", "baseline", "prices").returncode == 0
+    set_pipeline(root, DAILY.replace("REFERENCE", '"snapshot:baseline"'))
+    result = cairn.materialize(project=root, partition="2026-06-02")
+    error = result["prices@2026-06-02"].error or ""
+    assert result["prices@2026-06-02"].status == "failed" and "ContractViolation" in error
+    assert "against snapshot:baseline: prices@2026-06-01" in error
+    with pytest.raises(Exception, match="2026-06-02"):
+        cairn.load("prices", partition="2026-06-02", project=root)
 
 
 def test_static_requirements_are_checked_before_anything_runs(make_project: ProjectFactory) -> None:

@@ -34,7 +34,8 @@ from hypothesis import given, settings
 import cairn
 from cairn.engine.run import RunResult
 from cairn.errors import ConfigError
-from cairn.executors.base import Capacity, create_executor
+from cairn.executors.base import Capacity
+from cairn.executors.factory import create_executor
 from tests.conftest import cli
 from tests.integration.test_properties import (
     PROPERTY_SETTINGS,
@@ -652,7 +653,7 @@ def test_a_missing_cluster_package_names_the_extra_to_install(kind: str, module:
     module that is not there)."""
     code = (
         f"import sys; sys.modules[{module!r}] = None\n"
-        "from cairn.executors.base import create_executor\n"
+        "from cairn.executors.factory import create_executor\n"
         "from cairn.errors import ConfigError\n"
         f"try:\n    create_executor({kind!r}, 1)\nexcept ConfigError as exc:\n    print(exc)\n"
     )

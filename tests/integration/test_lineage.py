@@ -260,3 +260,37 @@ def test_an_unreachable_openlineage_endpoint_fails_with_the_count_sent(project: 
     out = cli("lineage", "side", "-C", str(project), "--openlineage-url", "http://127.0.0.1:9/api/v1/lineage")
     assert out.returncode == 1 and "cannot send OpenLineage events to http://127.0.0.1:9" in out.stderr
     assert "0 of 4 were sent" in out.stderr
+
+
+def _fake_distribution(site: Path, version: str) -> None:
+    """An installed distribution `cairnfakedist` of `version`, found by importlib.metadata on `site`."""
+    for old in site.glob("cairnfakedist-*.dist-info"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    info = site / f"cairnfakedist-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: cairnfakedist\nVersion: {version}\n")
+
+
+def test_diff_lists_an_env_version_change_under_the_asset_that_declares_it(
+    make_project: ProjectFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    _fake_distribution(site, "1.26")
+    monkeypatch.syspath_prepend(str(site))
+    root = make_project(
+        'from cairn import asset\n\n@asset(env=["cairnfakedist"])\ndef model() -> int:\n    return 1\n\n'
+        "@asset\ndef other() -> int:\n    return 2\n"
+    )
+    first = cairn.materialize(project=root)
+    _fake_distribution(site, "2.0")
+    second = cairn.materialize(project=root)
+    assert second["model"].status == "executed" and second["other"].status == "cached"
+    data = json.loads(cli("diff", first.run_id, second.run_id, "-C", str(root), "--json").stdout)
+    found = {entry["asset"]: entry for entry in data["assets"]}
+    assert list(found) == ["model"]
+    assert found["model"]["env"] == {"cairnfakedist": {"a": "1.26", "b": "2.0"}}
+    text = cli("diff", first.run_id, second.run_id, "-C", str(root)).stdout
+    section = text.split("model", 1)[1].split("environment", 1)[0]
+    assert "env changed: cairnfakedist 1.26 → 2.0" in section

@@ -31,7 +31,8 @@ from cairn.engine.integrity import gc, verify
 from cairn.engine.jobs import StepJob
 from cairn.errors import ConfigError, StoreError
 from cairn.storage import artifacts as artifacts_module
-from cairn.storage.artifacts import LocalArtifactStore, open_artifacts
+from cairn.storage.artifacts import LocalArtifactStore
+from cairn.storage.factory import open_artifacts
 from cairn.storage.remote import FsspecArtifactStore
 from tests.conftest import ProjectFactory, cli
 from tests.s3server import S3Server, StallingProxy
@@ -365,7 +366,7 @@ def test_without_s3fs_the_error_names_the_extra_to_install(tmp_path: Path) -> No
         import sys
         sys.modules["s3fs"] = None  # what an environment without s3fs looks like to an import
         from cairn.errors import ConfigError
-        from cairn.storage.artifacts import open_artifacts
+        from cairn.storage.factory import open_artifacts
         try:
             open_artifacts("s3://bucket/prefix", ".")
         except ConfigError as exc:

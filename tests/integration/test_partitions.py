@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 import cairn
 from cairn.errors import DefinitionError, UsageError
-from tests.conftest import ProjectFactory
+from tests.conftest import ProjectFactory, cli
 
 CHAIN = """
 from cairn import Context, Window, AllPartitions, asset, daily, source
@@ -80,7 +81,9 @@ def test_a_missing_raw_day_is_not_ready_and_skips_only_what_depends_on_it(make_p
     for i in (1, 2, 4):
         write_raw(root, f"2026-06-{i:02d}", [i])
     result = cairn.materialize("clean", project=root, partition_range=("2026-06-01", "2026-06-04"))
-    assert result.ok
+    assert result.status == "partial" and not result.ok
+    assert [f"{s.asset}@{s.partition}" for s in result.not_ready] == ["raw@2026-06-03", "clean@2026-06-03"]
+    assert result["clean@2026-06-03"].not_ready == "raw@2026-06-03"
     assert result["raw@2026-06-03"].status == "skipped"
     assert result["raw@2026-06-03"].reason.startswith("source not ready:")
     assert result["clean@2026-06-03"].reason == "upstream not ready: raw@2026-06-03"
@@ -139,3 +142,142 @@ def test_unpartitioned_consumer_must_map_a_partitioned_input(make_project: Proje
         """
     with pytest.raises(DefinitionError, match=r"map it with ins=\{'a': AllPartitions\('a'\)\} or Latest\('a'\)"):
         cairn.materialize(project=make_project(text))
+
+
+LATEST = """
+from cairn import Latest, asset, daily, source
+
+DAYS = daily("2026-06-01", end="2026-06-04")
+
+raw = source("raw", path="data/raw_{partition}.json", partitions=DAYS)
+
+@asset(partitions=DAYS)
+def clean(raw: dict) -> list:
+    return raw["values"]
+
+@asset(ins={"newest": Latest("raw")})
+def newest_raw(newest: dict) -> list:
+    return newest["values"]
+
+@asset(ins={"newest": Latest("clean")})
+def newest_clean(newest: list) -> list:
+    return newest
+"""
+
+
+def test_latest_reads_the_newest_partition_that_exists_and_moves_when_late_data_lands(
+    make_project: ProjectFactory,
+) -> None:
+    root = make_project(LATEST)
+    write_raw(root, "2026-06-01", [1])
+    write_raw(root, "2026-06-02", [2])
+    first = cairn.materialize(["newest_raw", "newest_clean"], project=root)
+    assert first.status == "succeeded"
+    assert first["newest_raw"].status == "executed" and first["newest_clean"].status == "executed"
+    assert cairn.load("newest_raw", project=root) == [2] and cairn.load("newest_clean", project=root) == [2]
+    assert "raw@2026-06-03" not in {f"{s.asset}@{s.partition}" for s in first.steps}
+    fresh = json.loads(cli("status", "newest_raw", "newest_clean", "-C", str(root), "--json").stdout)
+    assert {r["asset"]: r["state"] for r in fresh if r["partition"] is None} == {
+        "newest_raw": "fresh",
+        "newest_clean": "fresh",
+    }
+
+    write_raw(root, "2026-06-03", [3])
+    stale = json.loads(cli("status", "newest_raw", "newest_clean", "-C", str(root), "--json").stdout)
+    assert {r["asset"]: r["state"] for r in stale if r["partition"] is None} == {
+        "newest_raw": "stale",
+        "newest_clean": "stale",
+    }
+    planned = json.loads(cli("plan", "newest_raw", "-C", str(root), "--json").stdout)["steps"]
+    assert [(s["asset"], s["partition"], s["action"]) for s in planned] == [
+        ("raw", "2026-06-03", "run"),
+        ("newest_raw", None, "run"),
+    ]
+    why = json.loads(cli("why", "newest_raw", "-C", str(root), "--json").stdout)
+    assert not why["fresh"] and "raw@2026-06-03" in json.dumps(why["upstream"])
+    second = cairn.materialize(["newest_raw", "newest_clean"], project=root)
+    assert second["newest_raw"].status == "executed"
+    assert cairn.load("newest_raw", project=root) == [3] and cairn.load("newest_clean", project=root) == [3]
+
+
+PARTIAL = CHAIN.replace('end="2026-06-15"', 'end="2026-06-04"')
+
+
+def test_a_run_with_not_ready_partitions_is_partial_and_exits_3(make_project: ProjectFactory) -> None:
+    root = make_project(PARTIAL)
+    for day in ("2026-06-01", "2026-06-02"):
+        write_raw(root, day, [1])
+    run = cli("run", "clean", "-C", str(root))
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "partial" in run.stdout
+    assert "2 skipped because data is not ready: raw@2026-06-03, clean@2026-06-03 (needs raw@2026-06-03)" in run.stdout
+    assert "not ready yet" in run.stderr
+    as_json = cli("run", "clean", "-C", str(root), "--json")
+    assert as_json.returncode == 3
+    body = json.loads(as_json.stdout)
+    assert body["status"] == "partial"
+    assert {s["partition"]: s.get("not_ready") for s in body["steps"] if s["asset"] == "clean"}["2026-06-03"] == (
+        "raw@2026-06-03"
+    )
+    runs = cli("runs", "-C", str(root), "--json")
+    assert runs.returncode == 0 and [r["status"] for r in json.loads(runs.stdout)][:2] == ["partial", "partial"]
+
+    write_raw(root, "2026-06-03", [1])
+    done = cli("run", "clean", "-C", str(root))
+    assert done.returncode == 0 and "succeeded" in done.stdout
+
+
+def test_a_failure_still_exits_1_when_other_partitions_are_not_ready(make_project: ProjectFactory) -> None:
+    root = make_project(PARTIAL.replace('"n": len(raw["values"])', '"n": 1 / (ctx.partition != "2026-06-01")'))
+    write_raw(root, "2026-06-01", [1])
+    run = cli("run", "clean", "-C", str(root))
+    assert run.returncode == 1 and "failed" in run.stdout
+
+
+def test_a_partial_backfill_exits_3_and_resuming_it_picks_up_the_late_data(make_project: ProjectFactory) -> None:
+    root = make_project(PARTIAL)
+    write_raw(root, "2026-06-01", [1])
+    write_raw(root, "2026-06-02", [1])
+    first = cli("backfill", "clean", "--from", "2026-06-01", "--to", "2026-06-03", "-C", str(root), "--json")
+    assert first.returncode == 3, first.stdout + first.stderr
+    backfill_id = json.loads(first.stdout)["backfill_id"]
+    status = cli("backfill", "status", "-C", str(root), "--json")
+    assert [b["status"] for b in json.loads(status.stdout)] == ["partial"]
+    write_raw(root, "2026-06-03", [1])
+    again = cli("backfill", "resume", backfill_id, "-C", str(root), "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    executed_now = {s["partition"] for s in json.loads(again.stdout)["steps"] if s["status"] == "executed"}
+    assert executed_now == {"2026-06-03"}
+    assert [b["status"] for b in json.loads(cli("backfill", "status", "-C", str(root), "--json").stdout)] == [
+        "succeeded"
+    ]
+
+
+HOURS = """
+from cairn import Context, TimeWindow, asset, daily, hourly, source
+
+HOURS = hourly("2026-03-29", end="2026-03-30", timezone="Europe/Berlin")
+hours = source("hours", path="data/h_{partition}.json", partitions=HOURS)
+
+@asset(partitions=daily("2026-03-29", end="2026-03-30", timezone="Europe/Berlin"), ins={"x": TimeWindow("hours")})
+def day(ctx: Context, x: dict) -> dict:
+    return {"hours": len(x), "first": min(x), "total": sum(v["n"] for v in x.values())}
+
+@asset(partitions=HOURS, ins={"d": TimeWindow("day")})
+def share(ctx: Context, d: dict, hours: dict) -> float:
+    return hours["n"] / d["total"]
+"""
+
+
+def test_time_window_daily_over_hourly_reads_its_23_hours_on_a_dst_day(make_project: ProjectFactory) -> None:
+    from cairn.core.partitions import hourly
+
+    root = make_project(HOURS)
+    (root / "data").mkdir()
+    keys = hourly("2026-03-29", end="2026-03-30", timezone="Europe/Berlin").keys(datetime(2027, 1, 1, tzinfo=UTC))
+    for key in keys:
+        (root / "data" / f"h_{key}.json").write_text(json.dumps({"n": 1}))
+    result = cairn.materialize(project=root)
+    assert result.status == "succeeded"
+    assert cairn.load("day", "2026-03-29", project=root) == {"hours": 23, "first": "2026-03-29T00+01:00", "total": 23}
+    assert cairn.load("share", keys[5], project=root) == 1 / 23

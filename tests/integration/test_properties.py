@@ -10,6 +10,11 @@ Each example writes a fresh project whose module has one function per asset::
 The same formula is evaluated in pure Python (`evaluate`), so every expectation (which steps run after a
 change, the stored values) is computed independently of cairn. Some operations ignore all or part of their
 inputs' values (``min(total, 1)``, ``total % 2``, ``0``), so that early cutoff happens in some examples.
+
+An asset's constant is written in one of several styles (`STYLES`), so that a change of it is an edit of
+code the asset reaches only indirectly: under a ``functools.wraps`` decorator, in a method of a
+module-level instance (``CONST_n3.value()``), or in a function stored in a module-level dict
+(``REGISTRY_n3["const"]()``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ OPS: dict[str, tuple[str, Callable[[int], int]]] = {
     "ignore": ("0", lambda total: 0),
 }
 
+# How a node's constant reaches its asset (see `render`).
+STYLES = ("plain", "decorated", "instance", "registry")
+
 PROPERTY_SETTINGS = settings(
     max_examples=15,
     deadline=None,
@@ -63,6 +71,7 @@ class Node:
     const: int
     fails: bool = False
     salt: int = 0
+    style: str = "plain"
 
 
 Dag = tuple[Node, ...]
@@ -82,6 +91,7 @@ def dags(draw: st.DrawFn, min_nodes: int = 2, max_nodes: int = 12) -> Dag:
                 op=draw(st.sampled_from(sorted(OPS))),
                 param=draw(st.integers(0, 50)),
                 const=draw(st.integers(0, 999)),
+                style=draw(st.sampled_from(STYLES)),
             )
         )
     return tuple(nodes)
@@ -97,13 +107,26 @@ def render(dag: Dag, cosmetic: bool = False) -> str:
         '"""A generated pipeline."""',
         "",
         *(["# Reformatted: nothing below changes what any function computes.", ""] if cosmetic else []),
+        "import functools",
+        "",
         "import cairn",
         "",
         f"MOD = {MOD}",
         f"TAGS = frozenset({sorted(TAGS)!r})",
         "",
+        "",
+        "def timed(fn):",
+        *(['    """A wrapper that a code version must see through."""'] if cosmetic else []),
+        "    @functools.wraps(fn)",
+        "    def wrapper(*args, **kwargs):",
+        "        return fn(*args, **kwargs)",
+        "",
+        "    return wrapper",
+        "",
+        "",
     ]
     for node in dag:
+        out += _const_helper(node, cosmetic)
         args = ["ctx", *(f"x{j}" for j in range(len(node.inputs)))]
         ins = {f"x{j}": name for j, name in enumerate(node.inputs)}
         params = {"p": node.param, "zeta": [node.param, 2], "alpha": {"y": 1, "x": node.const}}
@@ -112,16 +135,54 @@ def render(dag: Dag, cosmetic: bool = False) -> str:
             total = "(" + "  +  ".join(f"x{j}['v']" for j in range(len(node.inputs))) + ")" if node.inputs else "(0)"
         out += [
             f"@cairn.asset(name={node.name!r}, params={params!r}, ins={ins!r})",
+            *(["@timed"] if node.style == "decorated" else []),
             f"def f_{node.name}({', '.join(args)}):",
             *([f'    """Compute {node.name} ({node.op})."""', "    # the sum of the inputs"] if cosmetic else []),
             *([f'    raise RuntimeError("injected failure in {node.name}")'] if node.fails else []),
             f"    total = {total}",
             f"    salt = {node.salt}  # code that does not change the value",
-            f'    return {{"v": ({OPS[node.op][0]} * 31 + ctx.params["p"] + {node.const} + len(TAGS)) % MOD}}',
+            f'    return {{"v": ({OPS[node.op][0]} * 31 + ctx.params["p"] + {_const_expr(node)} + len(TAGS)) % MOD}}',
             "",
             "",
         ]
     return "\n".join(out)
+
+
+def _const_expr(node: Node) -> str:
+    if node.style == "instance":
+        return f"CONST_{node.name}.value()"
+    if node.style == "registry":
+        return f'REGISTRY_{node.name}["const"]()'
+    return str(node.const)
+
+
+def _const_helper(node: Node, cosmetic: bool) -> list[str]:
+    """The module-level code that holds a node's constant in the "instance" and "registry" styles."""
+    doc = ['        """The constant."""'] if cosmetic else []
+    if node.style == "instance":
+        return [
+            f"class Const_{node.name}:",
+            "    def value(self):",
+            *doc,
+            f"        return {node.const}",
+            "",
+            "",
+            f"CONST_{node.name} = Const_{node.name}()",
+            "",
+            "",
+        ]
+    if node.style == "registry":
+        return [
+            f"def const_{node.name}():",
+            *[line[4:] for line in doc],
+            f"    return {node.const}",
+            "",
+            "",
+            f'REGISTRY_{node.name} = {{"const": const_{node.name}}}',
+            "",
+            "",
+        ]
+    return []
 
 
 def evaluate(dag: Dag) -> dict[str, int]:
@@ -285,6 +346,13 @@ CUTOFF_CHAIN = (
     Node("n1", ("n0",), "clamp", 4, 20),
     Node("n2", ("n1",), "sum", 5, 30),
 )
+# Each constant reached indirectly: a change of n1's or n2's constant is an edit of a method or a dict entry.
+STYLED_CHAIN = (
+    Node("n0", (), "sum", 3, 10, style="decorated"),
+    Node("n1", ("n0",), "sum", 4, 20, style="instance"),
+    Node("n2", ("n1",), "sum", 5, 30, style="registry"),
+    Node("n3", ("n0", "n2"), "sum", 6, 40, style="decorated"),
+)
 
 
 @PROPERTY_SETTINGS
@@ -292,6 +360,10 @@ CUTOFF_CHAIN = (
 @example((CUTOFF_CHAIN, 0, "const", 1))
 @example((CUTOFF_CHAIN, 0, "param", 2))
 @example((CUTOFF_CHAIN, 0, "salt", 1))
+@example((STYLED_CHAIN, 0, "const", 1))
+@example((STYLED_CHAIN, 1, "const", 2))
+@example((STYLED_CHAIN, 2, "const", 3))
+@example((STYLED_CHAIN, 3, "salt", 1))
 def test_a_change_executes_that_asset_and_the_descendants_whose_inputs_changed(
     change: tuple[Dag, int, str, int],
 ) -> None:

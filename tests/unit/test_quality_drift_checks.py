@@ -1,7 +1,10 @@
-"""Drift (PSI) against the previous materialization, and `@check` functions run into `RuleResult`s."""
+"""Drift (PSI) against its reference (previous partition or materialization, snapshot, trailing window),
+and `@check` functions run into `RuleResult`s."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -10,8 +13,15 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from cairn.core.contracts import CheckDef, CheckResult, Drift, check, drift_check
+from cairn.core.asset import AssetDef, asset
+from cairn.core.contracts import CheckDef, CheckResult, Drift, Snapshot, Trailing, check, drift_check
+from cairn.core.keys import StepId
+from cairn.core.partitions import daily, product, static
+from cairn.core.records import Materialization
+from cairn.engine.baselines import keys_before, reference_steps, resolve
+from cairn.errors import DefinitionError, UsageError
 from cairn.quality import evaluate_drift, psi, run_check
+from cairn.quality.drift import Reference
 
 RNG = np.random.default_rng(7)
 NORMAL = RNG.normal(0, 1, 5000)
@@ -174,3 +184,95 @@ def test_a_drift_check_compares_with_the_previous_value_under_the_checks_name() 
 def test_a_blocking_flag_comes_from_the_check_definition() -> None:
     definition = CheckDef("always", "asset", lambda v: False, blocking=False)
     assert not run_check(definition, 1, None).blocking
+
+
+# ---- drift references -----------------------------------------------------------------------------------
+
+
+def test_a_drift_reference_is_given_as_a_value_or_a_string_and_defaults_to_the_previous_partition() -> None:
+    assert Drift("x").reference == "previous_partition"
+    assert Drift("x", reference="previous").reference == "previous"
+    assert Drift("x", reference="snapshot:baseline").reference == Snapshot("baseline")
+    assert Drift("x", reference="trailing:7").reference == Trailing(7)
+    assert Drift("x", reference=Trailing(3)).reference == Trailing(3)
+    for wrong in ("yesterday", "trailing:x", "snapshot:"):
+        with pytest.raises(DefinitionError, match="is not a drift reference; use one of previous_partition"):
+            Drift("x", reference=wrong)
+    with pytest.raises(DefinitionError, match="at least 1"):
+        Trailing(0)
+
+
+def test_drift_pools_the_tables_of_its_reference_and_says_which_it_used() -> None:
+    halves = Reference(
+        "trailing:2: f@a … f@b (2 materializations)", (pa.table({"x": NORMAL[:2500]}), pa.table({"x": NORMAL[2500:]}))
+    )
+    same = evaluate_drift(Drift("x", max_psi=0.1), pa.table({"x": NORMAL}), halves)
+    assert same.passed and same.observed == 0.0 and same.reference.startswith("trailing:2")
+    moved = evaluate_drift(Drift("x", max_psi=0.1, blocking=True), pa.table({"x": NORMAL + 2}), halves)
+    assert not moved.passed and "against trailing:2" in moved.describe()
+
+
+def test_drift_without_a_reference_passes_and_says_why_and_an_unusable_one_fails() -> None:
+    first = evaluate_drift(
+        Drift("x"), pa.table({"x": NORMAL}), Reference("previous_partition", missing="d1 is the first partition")
+    )
+    assert first.passed and first.observed == "nothing to compare with: d1 is the first partition"
+    broken = evaluate_drift(
+        Drift("x", blocking=True), pa.table({"x": NORMAL}), Reference("snapshot:s", error="no snapshot")
+    )
+    assert not broken.passed and broken.blocking and broken.observed == "no snapshot"
+
+
+DAYS = daily("2026-06-01")
+KEYS = ["2026-06-01", "2026-06-02", "2026-06-03", "2026-06-04"]
+
+
+def drifting(partitions: Any, *references: Any) -> AssetDef:
+    def f() -> None:
+        return None
+
+    checks = tuple(drift_check("f", Drift("x", reference=r), name=f"drift_{i}") for i, r in enumerate(references))
+    return dataclasses.replace(asset(partitions=partitions)(f), checks=checks)
+
+
+def mat(partition: str, version: str) -> Materialization:
+    return Materialization("f", partition, "k", version, 1, "parquet", "arrow", "r", 1, "c")
+
+
+def test_the_previous_partition_is_the_one_before_along_time_with_the_same_static_key() -> None:
+    assert keys_before(drifting(DAYS), KEYS, "2026-06-03", 1) == ["2026-06-02"]
+    assert keys_before(drifting(DAYS), KEYS, "2026-06-03", 7) == ["2026-06-01", "2026-06-02"]
+    assert keys_before(drifting(DAYS), KEYS, "2026-06-01", 1) == []
+    both = product(DAYS, static("us", "eu"))
+    keys = both.keys(datetime(2026, 6, 4, tzinfo=UTC))
+    assert keys_before(drifting(both), keys, "2026-06-03|eu", 2) == ["2026-06-01|eu", "2026-06-02|eu"]
+    assert keys_before(drifting(static("us", "eu")), ["us", "eu"], "eu", 1) is None
+    assert keys_before(drifting(None), [""], "", 1) is None
+
+
+def test_each_drift_check_gets_the_materializations_of_its_own_reference() -> None:
+    stored = {StepId("f", k): mat(k, f"b3:{k}") for k in KEYS}
+    definition = drifting(DAYS, "previous_partition", "previous", "trailing:2", "snapshot:base", "snapshot:none")
+    snapshots = {"base": {("f", "2026-06-01"): stored[StepId("f", "2026-06-01")]}}
+
+    def pinned(name: str) -> dict[tuple[str, str], Materialization]:
+        if name not in snapshots:
+            raise UsageError(f"snapshot '{name}' does not exist")
+        return snapshots[name]
+
+    step = StepId("f", "2026-06-03")
+    found = resolve(definition, step, KEYS, stored.get, lambda m: True, pinned)
+    assert [b.check for b in found] == [f"drift_{i}" for i in range(5)]
+    assert [[s.data_version for s in b.stored] for b in found] == [
+        ["b3:2026-06-02"],
+        ["b3:2026-06-03"],
+        ["b3:2026-06-01", "b3:2026-06-02"],
+        ["b3:2026-06-01"],
+        [],
+    ]
+    assert found[0].label == "previous_partition: f@2026-06-02 (b3:2026-06-02)"
+    assert found[2].label == "trailing:2: f@2026-06-01 … f@2026-06-02 (2 materializations)"
+    assert found[4].error == "snapshot 'none' does not exist"
+    first = resolve(definition, StepId("f", "2026-06-01"), KEYS, stored.get, lambda m: True, pinned)
+    assert first[0].missing == "2026-06-01 is the first partition" and not first[0].stored
+    assert reference_steps(definition, KEYS, step) == [StepId("f", "2026-06-01"), StepId("f", "2026-06-02")]

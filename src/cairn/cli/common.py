@@ -162,6 +162,7 @@ STATUS_STYLE = {
     "failed": "bold red",
     "skipped": "yellow",
     "succeeded": "green",
+    "partial": "yellow",
     "running": "cyan",
     "abandoned": "magenta",
     "cancelled": "yellow",

@@ -15,7 +15,6 @@ from cairn.cli.common import (
     ToOpt,
     ago,
     console,
-    err_console,
     escape,
     parse_sets,
     print_json,
@@ -23,7 +22,7 @@ from cairn.cli.common import (
     styled,
     table,
 )
-from cairn.cli.run import execute_with_progress, summary
+from cairn.cli.run import execute_with_progress, exit_for, summary
 from cairn.errors import UsageError
 
 snapshot_app = typer.Typer(help="Pin the current data versions of a selection as a named dataset version.")
@@ -212,9 +211,7 @@ def _execute(project: str, record: Any, as_json: bool) -> None:
     else:
         summary(result, elapsed)
         console().print(f"backfill {record.backfill_id} {styled(result.status)}")
-    if not result.ok:
-        err_console().print(f"resume with: {escape(resume)}")
-        raise typer.Exit(1)
+    exit_for(result, resume)  # a partial backfill is resumed the same way once the late data lands
 
 
 def _status(project: str, text: str | None, as_json: bool) -> None:

@@ -109,7 +109,7 @@ def show(
     metrics = {key: m.metrics for key, m in mats.items() if m.metrics}
     checks = {key: m.metadata["cairn.checks"] for key, m in mats.items() if m.metadata.get("cairn.checks")}
     timings = {key: m.metadata["cairn.timings"] for key, m in mats.items() if m.metadata.get("cairn.timings")}
-    added = {key: {k: v for k, v in m.metadata.items() if k not in _OWN_METADATA} for key, m in mats.items()}
+    added = {key: _user_metadata(m.metadata) for key, m in mats.items()}
     if as_json:
         print_json(
             {
@@ -194,7 +194,12 @@ def show(
         console().print(f"[red]{name} attempt {a.attempt} {a.status}[/]: {escape(a.error or '')}")
 
 
-_OWN_METADATA = ("cairn.checks", "cairn.timings")
+INTERNAL_METADATA = "cairn."  # keys cairn records for itself (env versions, checks, timings): not shown as metadata
+
+
+def _user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What the asset function added with ``ctx.add_metadata``; cairn's own ``cairn.*`` keys are left out."""
+    return {k: v for k, v in metadata.items() if not k.startswith(INTERNAL_METADATA)}
 
 
 def _metric_lines(metrics: dict[tuple[str, str], dict[str, float]]) -> list[str]:

@@ -30,6 +30,12 @@ from cairn.errors import UsageError
 GRAPH_FORMATS = ("text", "mermaid", "dot")
 
 
+SnapshotOpt = Annotated[
+    str | None,
+    typer.Option("--snapshot", help="As `cairn run --snapshot`: upstream assets outside the selection read from it."),
+]
+
+
 def register(app: typer.Typer) -> None:
     app.command("list")(list_assets)
     app.command()(graph)
@@ -101,6 +107,7 @@ def _options(
     force: bool = False,
     partition: str | None = None,
     span: tuple[str, str] | None = None,
+    snapshot: str | None = None,
 ) -> Any:
     from cairn.engine.run import RunOptions
 
@@ -111,6 +118,7 @@ def _options(
         overrides=parse_sets(sets),
         partition=partition,
         partition_range=span,
+        snapshot=snapshot,
     )
 
 
@@ -123,12 +131,14 @@ def plan(
     sets: SetOpt = None,
     profile: ProfileOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Plan as if the selected assets were forced.")] = False,
+    snapshot: SnapshotOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What a run would do, step by step, each with its reason; runs nothing."""
     from cairn.engine.api import open_stores, preview
 
-    options = _options(selection, sets, profile, force, partition, partition_range(partition, first, last))
+    span = partition_range(partition, first, last)
+    options = _options(selection, sets, profile, force, partition, span, snapshot)
     proj = _load(project)
     with open_stores(proj.settings) as stores:
         _, result = preview(proj, options, stores)
@@ -214,6 +224,7 @@ def why(
     project: ProjectOpt = ".",
     sets: SetOpt = None,
     profile: ProfileOpt = None,
+    snapshot: SnapshotOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Is an asset fresh or stale, and exactly what changed: code, params, an input's data, env."""
@@ -227,7 +238,7 @@ def why(
         raise UsageError(f"asset '{step.asset}' is partitioned: name a partition, e.g. cairn why {step.asset}@KEY")
     if asset.partitions is None and step.partition:
         raise UsageError(f"asset '{step.asset}' is not partitioned: drop '@{step.partition}'")
-    options = _options([step.asset], sets, profile, partition=step.partition or None)
+    options = _options([step.asset], sets, profile, partition=step.partition or None, snapshot=snapshot)
     with open_stores(proj.settings) as stores:
         engine, result = preview(proj, options, stores)
         latest = stores.meta.latest_materialization(step.asset, step.partition)
@@ -235,6 +246,7 @@ def why(
     decision = by_step[step]
     chain = _stale_chain(decision, by_step, engine.inputs_of())
     fresh = decision.action != "run"
+    unseen = proj.unresolved(asset)
     if as_json:
         print_json(
             {
@@ -244,6 +256,7 @@ def why(
                 "reason": str(decision.reason),
                 "cache_key": decision.cache_key,
                 "upstream": [{"step": str(d.step), "reason": str(d.reason)} for d in chain],
+                "not_fingerprinted": [{"name": u.name, "what": u.what} for u in unseen],
                 "checks": latest.metadata.get("cairn.checks", []) if latest is not None else [],
                 "latest": None
                 if latest is None
@@ -263,6 +276,7 @@ def why(
             f"data version {short(decision.cached.data_version)}"
         )
         _print_checks(decision.cached)
+        _print_unseen(unseen)
         return
     console().print(f"[yellow]{step} is stale[/]: {escape(str(decision.reason))}")
     for d in chain:
@@ -270,6 +284,12 @@ def why(
     if latest is not None:
         console().print(f"  last materialized by run {latest.run_id} ({ago(latest.created_at)})")
     _print_checks(latest)
+    _print_unseen(unseen)
+
+
+def _print_unseen(unseen: list[Any]) -> None:
+    for u in unseen:
+        console().print(f"  not fingerprinted: {escape(str(u))}; its changes are not seen")
 
 
 def _print_checks(latest: Any) -> None:

@@ -54,6 +54,11 @@ def _value(value: Any) -> str:
     return escape(repr(value) if isinstance(value, str) else str(value))
 
 
+def _version(value: Any) -> str:
+    """A distribution version as written (``2.0``, not ``'2.0'``); ∅ where the asset did not declare it."""
+    return "∅" if value is None else escape(str(value))
+
+
 def lineage(
     step: StepArg,
     project: ProjectOpt = ".",
@@ -152,7 +157,7 @@ def diff(
     project: ProjectOpt = ".",
     as_json: JsonOpt = False,
 ) -> None:
-    """What differs between two runs: code, params, input data versions, metrics, environment."""
+    """What differs between two runs: code, params, input data versions, env versions, metrics, environment."""
     from cairn.lineage.diff import diff_runs
 
     with _stores(_settings(project)) as stores:
@@ -187,6 +192,7 @@ def _asset_lines(entry: Any) -> list[str]:
     if entry.seed is not None:
         lines.append(f"seed {entry.seed.before} → {entry.seed.after}")
     lines += [f"input {escape(c.name)}: {_value(c.before)} → {_value(c.after)}" for c in entry.inputs]
+    lines += [f"env changed: {escape(c.name)} {_version(c.before)} → {_version(c.after)}" for c in entry.env]
     if entry.data_version is not None:
         lines.append(f"data version {_value(entry.data_version.before)} → {_value(entry.data_version.after)}")
     lines += [f"metric {escape(c.name)}: {_value(c.before)} → {_value(c.after)}" for c in entry.metrics]

@@ -126,8 +126,22 @@ def run(
         print_json(result.to_dict())
     else:
         summary(result, elapsed)
+    exit_for(result, resume)
+
+
+NOT_READY_EXIT = 3  # the run completed, but some partitions are not ready yet
+
+
+def exit_for(result: Any, again: str) -> None:
+    """Exit 1 when a step failed, 3 when the run is `partial` (data not ready yet), else return."""
+    if result.status == "partial":
+        err_console().print(
+            f"run {result.run_id} partial: some partitions are not ready yet; when their data lands, "
+            f"run again with: {escape(again)}"
+        )
+        raise typer.Exit(NOT_READY_EXIT)
     if not result.ok:
-        err_console().print(f"run {result.run_id} {result.status}; resume with: {escape(resume)}")
+        err_console().print(f"run {result.run_id} {result.status}; resume with: {escape(again)}")
         raise typer.Exit(1)
 
 
@@ -189,3 +203,16 @@ def summary(result: Any, elapsed: float) -> None:
             console().print(f"[bold red]{name} failed[/]:\n{escape(s.error)}")
     counts = ", ".join(f"{result.count(k)} {k}" for k in ("executed", "cached", "failed", "skipped") if result.count(k))
     console().print(f"run {result.run_id} {styled(result.status)}: {counts or 'nothing to do'} in {elapsed:.2f}s")
+    waiting = result.not_ready
+    if waiting:
+        console().print(not_ready_line(waiting))
+
+
+def not_ready_line(waiting: list[Any], shown: int = 3) -> str:
+    """``2 skipped because data is not ready: clean@2026-06-03 (needs raw@2026-06-03), …``."""
+    named = []
+    for s in waiting[:shown]:
+        name = f"{s.asset}@{s.partition}" if s.partition else s.asset
+        named.append(name if s.not_ready == name else f"{name} (needs {s.not_ready})")
+    more = f", … {len(waiting) - shown} more" if len(waiting) > shown else ""
+    return f"{len(waiting)} skipped because data is not ready: {escape(', '.join(named))}{more}"

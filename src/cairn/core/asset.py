@@ -17,6 +17,7 @@ from cairn.core.partitions import (
     PartitionsDef,
     StaticPartitions,
     TimePartitions,
+    TimeWindow,
     Window,
 )
 from cairn.core.retry import Retry
@@ -278,10 +279,12 @@ def _inputs(asset_name: str, signature: inspect.Signature, ins: Mapping[str, str
             inputs.append(Input(param.name, upstream.asset, annotation, "all"))
         elif isinstance(upstream, Latest):
             inputs.append(Input(param.name, upstream.asset, annotation, "latest"))
+        elif isinstance(upstream, TimeWindow):
+            inputs.append(Input(param.name, upstream.asset, annotation, "timewindow"))
         else:
             raise DefinitionError(
                 f"asset '{asset_name}': ins['{param.name}'] must be an asset name or a mapping "
-                f"(Window, AllPartitions, Latest), got {upstream!r}"
+                f"(Window, TimeWindow, AllPartitions, Latest), got {upstream!r}"
             )
     unknown = sorted(set(ins) - names)
     if unknown:

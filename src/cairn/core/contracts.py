@@ -131,9 +131,11 @@ class RuleResult:
     expected: Any = None
     sample: tuple[dict[str, Any], ...] = ()
     metrics: Mapping[str, float] = field(default_factory=dict)
+    reference: str = ""  # what a drift check compared with
 
     def describe(self) -> str:
-        text = f"{self.rule}: expected {self.expected}, observed {self.observed}"
+        against = f" against {self.reference}" if self.reference else ""
+        text = f"{self.rule}: expected {self.expected}{against}, observed {self.observed}"
         return text + (f"; sample of offending rows: {list(self.sample)}" if self.sample else "")
 
 
@@ -146,14 +148,77 @@ class CheckResult:
     message: str = ""
 
 
+PREVIOUS = "previous"
+PREVIOUS_PARTITION = "previous_partition"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A drift reference: the asset's version pinned in the snapshot `name` (``cairn snapshot create``)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"snapshot:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Trailing:
+    """A drift reference: the `partitions` partitions before this one along the time dimension, pooled."""
+
+    partitions: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.partitions, bool) or not isinstance(self.partitions, int) or self.partitions < 1:
+            raise DefinitionError(f"Trailing({self.partitions!r}): the window must be a whole number of at least 1")
+
+    def __str__(self) -> str:
+        return f"trailing:{self.partitions}"
+
+
+DriftReference = str | Snapshot | Trailing
+_REFERENCES = (PREVIOUS_PARTITION, PREVIOUS, "snapshot:NAME", "trailing:N", 'Snapshot("NAME")', "Trailing(N)")
+
+
 @dataclass(frozen=True, slots=True)
 class Drift:
-    """A check comparing a column's distribution with the previous materialization (PSI ≤ `max_psi`)."""
+    """A check comparing a column's distribution with a reference (PSI ≤ `max_psi`).
+
+    Args:
+        column: the column compared.
+        max_psi: the largest population stability index that passes.
+        bins: the number of quantile bins for a numeric column.
+        blocking: whether a failure fails the step (`ContractViolation`) instead of warning.
+        reference: what the output is compared with. ``"previous_partition"`` (the default): the latest
+            materialization of the partition before this one along the time dimension (same static key for a
+            product), nothing to compare for the first partition; an asset without a time dimension compares
+            with its own previous materialization. ``"previous"``: this partition's own previous
+            materialization. ``Snapshot("NAME")`` / ``"snapshot:NAME"``: the version pinned in a snapshot (the
+            same partition, or every pinned partition of the asset pooled when this one is not pinned).
+            ``Trailing(7)`` / ``"trailing:7"``: the 7 partitions before this one, pooled.
+    """
 
     column: str
     max_psi: float = 0.2
     bins: int = 10
     blocking: bool = False
+    reference: DriftReference = PREVIOUS_PARTITION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reference", drift_reference(self.reference))
+
+
+def drift_reference(value: DriftReference) -> DriftReference:
+    """A drift reference in its one form: ``"previous"``, ``"previous_partition"``, `Snapshot` or `Trailing`."""
+    if isinstance(value, Snapshot | Trailing) or value in (PREVIOUS, PREVIOUS_PARTITION):
+        return value
+    if isinstance(value, str):
+        kind, sep, arg = value.partition(":")
+        if sep and kind == "snapshot" and arg:
+            return Snapshot(arg)
+        if sep and kind == "trailing" and arg.isdigit():
+            return Trailing(int(arg))
+    raise DefinitionError(f"Drift(reference={value!r}) is not a drift reference; use one of {', '.join(_REFERENCES)}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,13 @@
 """Code versions: the hash of a function's normalized AST plus, transitively, the project code it uses.
 
 Comments, docstrings, formatting and decorators do not count; the body of a project helper, a project
-class, or a simple module-level constant that the function reads does. Third-party code is covered by
-``env=`` instead. Reading source files is left to the caller (`SourcePart`), so this module does no I/O.
+class, or a simple module-level constant that the function reads does. The walk goes through what
+decorators leave behind (``__wrapped__`` and closure cells, so a ``functools.wraps`` wrapper counts with the
+function it wraps), ``lru_cache`` and ``partial`` objects, instances of project classes, and collections of
+functions; each module-level value read is a part of its own (``pipeline.THRESHOLD``), so a reason can name
+it. A value whose changes cannot be seen (a client object) is reported by `Fingerprinter.unresolved`.
+Third-party code is covered by ``env=`` instead. Reading source files is left to the caller
+(`SourcePart`), so this module does no I/O.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import copy
 import sys
 import types
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from cairn.core.code_values import describe, type_name, wrapped_of
 from cairn.core.keys import CODE_TAG
 from cairn.hashing import hash_struct
 
@@ -22,11 +29,9 @@ from cairn.hashing import hash_struct
 SourcePart = Callable[[Any], tuple[str, list[str]] | None]
 IsProject = Callable[[Any], bool]
 
-# Bump when the normalization changes (what `_strip` removes, how the AST is dumped): stored parts computed
-# under another format are not reused.
-AST_FORMAT = 1
-
-_SIMPLE = (int, float, str, bytes, bool, type(None))
+# Bump when the normalization changes (what `_strip` removes, how the AST is dumped, how a function is found
+# in its file): stored parts computed under another format are not reused.
+AST_FORMAT = 2
 
 
 def code_version(parts: Mapping[str, str]) -> str:
@@ -39,70 +44,163 @@ def part_label(part: str) -> str:
     return part.rsplit(".", 1)[-1]
 
 
+def qualified_name(obj: Any) -> str:
+    """Where a function or class is defined: ``module.qualname`` of its code, not what a decorator copied.
+
+    ``functools.wraps`` copies ``__module__`` and ``__qualname__`` of the wrapped function onto the wrapper;
+    the wrapper's code object still knows its own place (``deco.<locals>.wrapper``).
+    """
+    code = getattr(obj, "__code__", None)
+    namespace = getattr(obj, "__globals__", None)
+    module = namespace.get("__name__") if isinstance(namespace, dict) else None
+    module = module or getattr(obj, "__module__", None) or "?"
+    qualname = code.co_qualname if isinstance(code, types.CodeType) else None
+    return f"{module}.{qualname or getattr(obj, '__qualname__', '?')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    """A value that an asset's code reads but whose changes its code version cannot see."""
+
+    name: str  # where it is bound, e.g. ``pipeline.CLIENT``
+    what: str  # e.g. ``an instance of httpx.Client``
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.what})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Own:
+    """One function or class alone: its part, the code it refers to, the values it reads."""
+
+    obj: Any  # kept so that the memo's id() stays this object's
+    name: str
+    digest: str
+    refs: tuple[Any, ...]
+    values: tuple[tuple[str, str], ...]
+    unresolved: tuple[Unresolved, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Trace:
+    parts: dict[str, str]
+    unresolved: tuple[Unresolved, ...]
+
+
 class Fingerprinter:
     """Computes and memoizes code parts of functions within one process."""
 
     def __init__(self, source_part: SourcePart, is_project: IsProject) -> None:
         self._source_part = source_part
         self._is_project = is_project
-        self._own: dict[int, tuple[str, str, list[Any]]] = {}
+        self._own: dict[int, _Own] = {}
 
     def parts(self, fn: Callable[..., Any]) -> dict[str, str]:
-        """Every part of `fn`'s code: itself and the project code and constants it reaches."""
-        parts: dict[str, str] = {}
-        stack: list[Any] = [fn]
+        """Every part of `fn`'s code: itself and the project code and constants it reaches.
+
+        The first part is the innermost function that decorators wrapped: the asset's own body.
+        """
+        return self._trace(fn).parts
+
+    def unresolved(self, fn: Callable[..., Any]) -> list[Unresolved]:
+        """The values `fn`'s code reaches whose changes its code version cannot see."""
+        return list(self._trace(fn).unresolved)
+
+    def _trace(self, fn: Callable[..., Any]) -> _Trace:
+        chain: list[Any] = [fn]
+        while (inner := wrapped_of(chain[-1])) is not None and all(inner is not c for c in chain):
+            chain.append(inner)
+        found: dict[str, set[str]] = {}
+        unresolved: dict[str, Unresolved] = {}
+        # Innermost first: the asset's own body is the first part, its decorators' wrappers come after.
+        stack: list[Any] = [c for c in chain if self._is_code(c)] or [chain[-1]]
         seen: set[int] = set()
         while stack:
             obj = stack.pop()
             if id(obj) in seen:
                 continue
             seen.add(id(obj))
-            name, digest, refs = self._own_part(obj)
-            parts[name] = digest
-            stack.extend(refs)
-        return parts
+            own = self._own_part(obj)
+            found.setdefault(own.name, set()).add(own.digest)
+            for key, digest in own.values:
+                found.setdefault(key, set()).add(digest)
+            unresolved.update((u.name, u) for u in own.unresolved)
+            stack.extend(reversed(own.refs))
+        # Two objects can share a name (one decorator's wrapper around two functions): combine their digests.
+        parts = {name: min(d) if len(d) == 1 else hash_struct(["parts", sorted(d)]) for name, d in found.items()}
+        return _Trace(parts, tuple(sorted(unresolved.values(), key=lambda u: u.name)))
 
-    def _own_part(self, obj: Any) -> tuple[str, str, list[Any]]:
+    def _is_code(self, obj: Any) -> bool:
+        return isinstance(obj, types.FunctionType | type) and self._project_code(obj)
+
+    def _project_code(self, obj: Any) -> bool:
+        """Whether a function or class is the project's; a function by the module its code runs in."""
+        namespace = getattr(obj, "__globals__", None)
+        module = sys.modules.get(namespace.get("__name__", "")) if isinstance(namespace, dict) else None
+        return self._is_project(module if module is not None else obj)
+
+    def _own_part(self, obj: Any) -> _Own:
         """The part of one function or class alone, and the objects it refers to."""
         cached = self._own.get(id(obj))
-        if cached is not None:
+        if cached is not None and cached.obj is obj:
             return cached
-        name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
+        name = qualified_name(obj)
         found = self._source_part(obj)
+        code = getattr(obj, "__code__", None)
         if found is not None:
             digest, names = found
+        elif isinstance(code, types.CodeType):
+            digest, names = hash_struct(["bytecode", _code_struct(code)]), _code_names(code)
         else:
-            code = getattr(obj, "__code__", None)
-            digest = hash_struct(["bytecode", _code_struct(code)]) if code else hash_struct(["opaque", name])
-            names = list(code.co_names) if code else []
-        refs, constants = self._resolve(obj, names)
-        for const_name, value in constants.items():
-            digest = hash_struct([digest, const_name, value])
-        result = (name, digest, refs)
+            digest, names = hash_struct(["opaque", name]), []
+        if isinstance(code, types.CodeType):  # closure cells are read by name like globals
+            names = [*names, *(v for v in code.co_freevars if v not in names)]
+        refs: list[Any] = []
+        values: dict[str, str] = {}
+        unresolved: list[Unresolved] = []
+        inner = wrapped_of(obj)
+        if inner is not None:
+            self._value(f"{name}.__wrapped__", inner, refs, values, unresolved)
+        for key, value in self._resolve(obj, names):
+            self._value(key, value, refs, values, unresolved)
+        result = _Own(obj, name, digest, tuple(refs), tuple(values.items()), tuple(unresolved))
         self._own[id(obj)] = result
         return result
 
-    def _resolve(self, obj: Any, names: list[str]) -> tuple[list[Any], dict[str, Any]]:
-        namespace = _namespace_of(obj)
-        refs: list[Any] = []
-        constants: dict[str, Any] = {}
+    def _value(
+        self, key: str, value: Any, refs: list[Any], values: dict[str, str], unresolved: list[Unresolved]
+    ) -> None:
+        """Count one value that code reads: code it holds is followed, anything else becomes part `key`."""
+        described = describe(value, self._project_code, qualified_name)
+        if described is None:
+            return
+        refs.extend(described.refs)
+        if not described.code_only:
+            values[key] = hash_struct(["value", described.struct])
+        if described.opaque:
+            what = f"an instance of {type_name(value)}"
+            if described.opaque[0] != type_name(value):
+                what += f" holding a {described.opaque[0]}"
+            unresolved.append(Unresolved(key, what))
+
+    def _resolve(self, obj: Any, names: list[str]) -> list[tuple[str, Any]]:
+        """The values that global names (and dotted chains through project modules) refer to, by binding."""
+        namespace, prefix, closure = _namespace_of(obj)
+        out: dict[str, Any] = {}
         for dotted in names:
             head, *rest = dotted.split(".")
             if head not in namespace:
                 continue
             value = namespace[head]
+            key = f"{qualified_name(obj)}.{head}" if head in closure else f"{prefix}.{head}"
             for attr in rest:
                 if not isinstance(value, types.ModuleType) or not self._is_project(value):
                     break
-                value = getattr(value, attr, None)
-            fn = getattr(value, "fn", None)
-            if callable(fn) and hasattr(value, "inputs"):
-                value = fn  # another asset's function, called as a helper
-            if isinstance(value, types.FunctionType | type) and self._is_project(value):
-                refs.append(value)
-            elif _is_simple_constant(value):
-                constants[dotted] = _constant_struct(value)
-        return refs, constants
+                if not hasattr(value, attr):
+                    break
+                key, value = f"{value.__name__}.{attr}", getattr(value, attr)
+            out.setdefault(key, value)
+        return list(out.items())
 
 
 def ast_part(node: ast.AST) -> tuple[str, list[str]]:
@@ -112,21 +210,28 @@ def ast_part(node: ast.AST) -> tuple[str, list[str]]:
     return digest, _referenced_names(stripped)
 
 
-def _namespace_of(obj: Any) -> dict[str, Any]:
+def _namespace_of(obj: Any) -> tuple[dict[str, Any], str, set[str]]:
+    """The names `obj`'s code can read, the module they belong to, and which of them are closure cells."""
     namespace: dict[str, Any] = {}
-    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    module_name = getattr(obj, "__module__", "") or ""
+    module = sys.modules.get(module_name)
     if module is not None:
         namespace.update(vars(module))
-    namespace.update(getattr(obj, "__globals__", {}))
+    own_globals = getattr(obj, "__globals__", None)
+    if isinstance(own_globals, dict):
+        namespace.update(own_globals)
+        module_name = own_globals.get("__name__") or module_name
     code = getattr(obj, "__code__", None)
     closure = getattr(obj, "__closure__", None)
-    if code is not None and closure:
+    cells: set[str] = set()
+    if isinstance(code, types.CodeType) and closure:
         for var, cell in zip(code.co_freevars, closure, strict=False):
             try:
                 namespace[var] = cell.cell_contents
-            except ValueError:
+            except ValueError:  # a cell not filled yet
                 continue
-    return namespace
+            cells.add(var)
+    return namespace, module_name or "?", cells
 
 
 def _strip(node: ast.AST) -> ast.AST:
@@ -192,31 +297,13 @@ def _dotted(node: ast.Attribute) -> str | None:
     return None
 
 
-_MAX_CONSTANT_ITEMS = 10_000  # bigger module-level collections are data, not configuration
-
-
-def _is_simple_constant(value: Any, budget: list[int] | None = None) -> bool:
-    """Numbers, strings, bytes, booleans, None, and small tuples, lists, sets and dicts of them."""
-    budget = budget if budget is not None else [_MAX_CONSTANT_ITEMS]
-    if isinstance(value, _SIMPLE):
-        return True
-    if isinstance(value, tuple | list | frozenset | set | dict):
-        budget[0] -= len(value)
-        if budget[0] < 0:
-            return False
-        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-        return all(_is_simple_constant(v, budget) for v in items)
-    return False
-
-
-def _constant_struct(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [type(value).__name__, [_constant_struct(v) for v in value]]
-    if isinstance(value, frozenset | set):
-        return [type(value).__name__, sorted(repr(v) for v in value)]
-    if isinstance(value, dict):
-        return ["dict", sorted((repr(k), _constant_struct(v)) for k, v in value.items())]
-    return value
+def _code_names(code: types.CodeType) -> list[str]:
+    """Global names a code object and the code nested in it (comprehensions, inner functions) may read."""
+    names = dict.fromkeys(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(dict.fromkeys(_code_names(const)))
+    return list(names)
 
 
 def _code_struct(code: types.CodeType) -> list[Any]:

@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 from cairn.core.asset import AssetDef, Input
 from cairn.core.contracts import Column, Contract
-from cairn.core.partitions import TimePartitions
+from cairn.core.partitions import MultiPartitions, PartitionsDef, TimePartitions, nests, time_of
 from cairn.errors import DefinitionError, did_you_mean
 
 
@@ -89,19 +89,81 @@ def _check_mapping(consumer: AssetDef, inp: Input, producer: AssetDef) -> None:
                 f"{edge}: '{producer.name}' is partitioned ({up.describe()}) but '{consumer.name}' is not; map it "
                 f"with ins={{'{inp.param}': AllPartitions('{producer.name}')}} or Latest('{producer.name}')"
             )
+        up_time, down_time = time_of(up), time_of(down)
+        hint = (
+            f"; to read the {up_time.unit} periods of each {down_time.unit} one, map it with "
+            f"ins={{'{inp.param}': TimeWindow('{producer.name}')}}"
+            if up_time and down_time and up_time.unit != down_time.unit
+            else ""
+        )
         raise DefinitionError(
             f"{edge}: partitions do not fit: '{producer.name}' is {up.describe()}, '{consumer.name}' is "
-            f"{down.describe()}; give both the same partitions or map the input with Window, AllPartitions or Latest"
+            f"{down.describe()}; give both the same partitions or map the input with Window, TimeWindow, "
+            f"AllPartitions or Latest{hint}"
         )
     if up is None:
         raise DefinitionError(f"{edge}: {inp.mapping} mapping needs a partitioned input, '{producer.name}' is not")
     if inp.mapping == "window":
-        time = up if isinstance(up, TimePartitions) else getattr(up, "time", None)
-        if time is None or up != down:
-            raise DefinitionError(
-                f"{edge}: Window needs both assets to have the same time partitions; '{producer.name}' is "
-                f"{up.describe()}, '{consumer.name}' is {down.describe() if down else 'unpartitioned'}"
-            )
+        _check_window(edge, consumer, producer, up, down)
+    if inp.mapping == "timewindow":
+        _check_time_window(edge, consumer, producer, up, down)
+
+
+def _check_window(
+    edge: str, consumer: AssetDef, producer: AssetDef, up: PartitionsDef, down: PartitionsDef | None
+) -> None:
+    """A window moves along the time dimension only: the consumer keeps its static key, if it has one."""
+    fits = time_of(up) is not None and (
+        up == down or (isinstance(up, TimePartitions) and isinstance(down, MultiPartitions) and down.time == up)
+    )
+    if fits:
+        return
+    have = down.describe() if down else "unpartitioned"
+    fix = "give both assets the same time partitions"
+    if isinstance(up, MultiPartitions) and isinstance(down, TimePartitions) and up.time == down:
+        fix = (
+            f"a window over '{producer.name}' would read every static key; partition '{consumer.name}' like "
+            f"'{producer.name}' (product(...)), or window over an asset that combines the static keys per period"
+        )
+    elif time_of(up) and time_of(down) and time_of(up) != time_of(down):
+        fix += f", or map it with TimeWindow('{producer.name}') to read periods of another unit"
+    raise DefinitionError(
+        f"{edge}: Window needs the time partitions of both assets to be the same; '{producer.name}' is "
+        f"{up.describe()}, '{consumer.name}' is {have}; {fix}"
+    )
+
+
+def _check_time_window(
+    edge: str, consumer: AssetDef, producer: AssetDef, up: PartitionsDef, down: PartitionsDef | None
+) -> None:
+    """TimeWindow maps between time partitions whose units nest, in one time zone, keeping static keys."""
+    up_time, down_time = time_of(up), time_of(down)
+    have = down.describe() if down else "unpartitioned"
+    where = (
+        f"{edge}: TimeWindow maps between time partitions; '{producer.name}' is {up.describe()}, "
+        f"'{consumer.name}' is {have}"
+    )
+    if up_time is None or down_time is None:
+        raise DefinitionError(f"{where}; give both assets time partitions (or a product with one), or use Latest")
+    if isinstance(up, MultiPartitions) and not (isinstance(down, MultiPartitions) and down.static == up.static):
+        raise DefinitionError(
+            f"{where}; a product producer needs a consumer with the same static keys ({up.static.describe()})"
+        )
+    if up_time.unit == down_time.unit:
+        raise DefinitionError(
+            f"{where}; both are {up_time.unit}: read the same period with the default mapping, or the last n "
+            f"with Window('{producer.name}', n)"
+        )
+    if not (nests(up_time.unit, down_time.unit) or nests(down_time.unit, up_time.unit)):
+        raise DefinitionError(
+            f"{where}; {up_time.unit} and {down_time.unit} periods do not nest (a week can span two months); "
+            f"use daily partitions on one side"
+        )
+    if up_time.timezone != down_time.timezone:
+        raise DefinitionError(
+            f"{where}; the time zones differ ({up_time.timezone} and {down_time.timezone}), so periods do not "
+            f"line up; give both the same timezone="
+        )
 
 
 def _check_requires(consumer: AssetDef, assets: Mapping[str, AssetDef]) -> None:

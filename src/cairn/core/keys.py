@@ -25,7 +25,12 @@ class StepId(NamedTuple):
     partition: str = ""
 
     def __str__(self) -> str:
-        return f"{self.asset}@{self.partition}" if self.partition else self.asset
+        return step_label(self.asset, self.partition)
+
+
+def step_label(asset: str, partition: str) -> str:
+    """How a step is named to people and in commands: ``asset@partition``, or the asset alone."""
+    return f"{asset}@{partition}" if partition else asset
 
 
 def validate_name(name: str, what: str = "asset") -> str:

@@ -215,10 +215,59 @@ def context_window(partitions: PartitionsDef | None, key: str) -> tuple[Any, Any
     return time.window(key.split(SEPARATOR)[0])
 
 
-def previous_keys(all_keys: Sequence[str], key: str, n: int) -> list[str]:
-    """The last `n` keys up to and including `key` (fewer at the start of the range)."""
-    i = list(all_keys).index(key)
-    return list(all_keys[max(0, i - n + 1) : i + 1])
+def time_of(partitions: PartitionsDef | None) -> TimePartitions | None:
+    """The time dimension of a definition (itself, or the time side of a product), or None."""
+    if isinstance(partitions, MultiPartitions):
+        return partitions.time
+    return partitions if isinstance(partitions, TimePartitions) else None
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``2026-06-01|us`` -> ``("2026-06-01", "|us")``; a key without a static part keeps ``""`` as its suffix."""
+    time_key, sep, rest = key.partition(SEPARATOR)
+    return time_key, sep + rest
+
+
+def time_keys(partitions: PartitionsDef, keys: Sequence[str]) -> list[str]:
+    """The distinct time parts of `keys`, in order (the keys themselves for a plain time definition)."""
+    if not isinstance(partitions, MultiPartitions):
+        return list(keys)
+    return list(dict.fromkeys(split_key(k)[0] for k in keys))
+
+
+def nests(finer: str, coarser: str) -> bool:
+    """Whether every period of unit `finer` lies inside exactly one period of unit `coarser`."""
+    if finer == coarser or (finer, coarser) == ("weekly", "monthly"):
+        return False
+    return UNITS.index(finer) < UNITS.index(coarser)
+
+
+def period_keys(producer: TimePartitions, consumer: TimePartitions, key: str) -> list[str]:
+    """The producer periods a consumer period `key` covers (coarser consumer) or lies in (finer consumer).
+
+    Both definitions share a time zone and their units nest (see `nests`). The result is every candidate
+    period; the caller keeps those the producer has (complete and inside its range).
+    """
+    begin, end = consumer.window(key)
+    if nests(consumer.unit, producer.unit):
+        return [producer.key_of(_containing(begin.astimezone(UTC), producer.unit, producer.zone))]
+    out = []
+    current = begin.astimezone(UTC)
+    stop = end.astimezone(UTC)
+    while current < stop:
+        out.append(producer.key_of(current))
+        current = _next(current, producer.unit, producer.zone)
+    return out
+
+
+def _containing(moment: datetime, unit: str, zone: ZoneInfo) -> datetime:
+    """The start (UTC) of the period of `unit` in `zone` that contains `moment`."""
+    day = moment.astimezone(zone).date()  # the producer is daily or coarser: a finer consumer exists
+    if unit == "weekly":
+        day -= timedelta(days=day.weekday())
+    elif unit == "monthly":
+        day = day.replace(day=1)
+    return _localize(datetime.combine(day, datetime.min.time()), zone).astimezone(UTC)
 
 
 _EXAMPLES = {
@@ -310,9 +359,27 @@ class AllPartitions:
 
 @dataclass(frozen=True, slots=True)
 class Latest:
-    """Input mapping: the newest partition of `asset` that exists now."""
+    """Input mapping: the newest partition of `asset` that is available now.
+
+    For a partitioned source, the newest key whose file is present; for a computed asset, the newest key
+    whose own inputs are available (it is cached or the run produces it).
+    """
 
     asset: str
 
 
-InputMapping = Window | AllPartitions | Latest
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Input mapping between time partitions of different units, e.g. a daily asset over an hourly one.
+
+    A coarser consumer reads every producer period inside its own (the hours of its day, 23 or 25 on a
+    daylight-saving day; the 7 days of its week), as a dict by key; a finer consumer reads the one producer
+    period that contains its own. Only producer periods that are complete (and inside the producer's range)
+    are read. The units must nest (hourly in daily, weekly, monthly; daily in weekly, monthly) and both
+    definitions must use the same time zone.
+    """
+
+    asset: str
+
+
+InputMapping = Window | AllPartitions | Latest | TimeWindow

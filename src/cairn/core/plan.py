@@ -207,6 +207,7 @@ def plan(
     inputs_of: Mapping[StepId, Sequence[StepId]],
     history: History,
     force: frozenset[StepId] = frozenset(),
+    pinned: Mapping[StepId, Decision] | None = None,
 ) -> Plan:
     """Decide every step in order; steps downstream of a step that runs are marked "upstream runs".
 
@@ -216,11 +217,16 @@ def plan(
         inputs_of: for each step, the steps whose outputs it reads.
         history: recorded materializations and failures.
         force: steps to run regardless of the cache.
+        pinned: steps decided already (read from a snapshot): taken as they are.
     """
     decided: dict[StepId, Decision] = {}
     out: list[Decision] = []
     for step in steps:
         ups = inputs_of.get(step, ())
+        if pinned and step in pinned:
+            decided[step] = pinned[step]
+            out.append(pinned[step])
+            continue
         running = [str(u) for u in ups if decided[u].action == RUN]
         if running:
             detail = f"upstream runs: {', '.join(running[:3])}" + (" …" if len(running) > 3 else "")

@@ -8,6 +8,7 @@ from typing import Any
 # Run statuses.
 RUNNING = "running"
 SUCCEEDED = "succeeded"
+PARTIAL = "partial"  # finished without failures, but some steps were skipped because their data is not ready
 FAILED = "failed"
 ABANDONED = "abandoned"
 CANCELLED = "cancelled"

@@ -10,14 +10,14 @@ from typing import Any
 
 from cairn.config import Settings, load_settings
 from cairn.core.keys import StepId, validate_name, validate_partition
-from cairn.core.plan import Decision, Plan, plan
+from cairn.core.plan import CACHED_ACTION, SOURCE_MISSING, Decision, Plan, Reason, ReasonCode, plan
 from cairn.core.records import Materialization
 from cairn.engine.run import Engine, EventSink, RunOptions, RunResult
 from cairn.errors import UsageError, did_you_mean
 from cairn.executors.base import Executor
 from cairn.project import Project, load_project
-from cairn.storage.artifacts import open_artifacts
 from cairn.storage.base import ArtifactStore
+from cairn.storage.factory import open_artifacts
 from cairn.storage.metadata import MetadataStore, open_metadata
 
 ProjectArg = str | os.PathLike[str] | Settings | Project
@@ -136,7 +136,13 @@ def preview(project: Project, options: RunOptions, stores: Stores) -> tuple[Engi
     """What a run would do, step by step, each with its reason; runs nothing and records nothing."""
     engine = Engine(project, stores.meta, stores.artifacts, options)
     engine.prepare()
-    result = plan(engine.order, engine.specs(), engine.inputs_of(), engine.history, frozenset(engine.forced))
+    pinned = {}
+    for step, spec in engine.specs().items():
+        mat = engine._pinned(step) if options.snapshot is not None and spec.source_version != SOURCE_MISSING else None
+        if mat is not None:  # as the run decides it: read from the snapshot, not recomputed
+            reason = Reason(ReasonCode.CACHED, f"pinned by snapshot {options.snapshot}")
+            pinned[step] = Decision(step, CACHED_ACTION, reason, mat.cache_key, mat)
+    result = plan(engine.order, engine.specs(), engine.inputs_of(), engine.history, frozenset(engine.forced), pinned)
     return engine, result
 
 

@@ -1,66 +1,29 @@
-"""Store integrity: `verify` re-hashes objects against their names and records; `gc` removes what nothing keeps.
+"""Store integrity over the records: what the metadata store references decides what `verify` checks and `gc` keeps.
 
-    verify: manifests first (they name more objects) ─▶ every referenced object ─▶ every other stored object
-            missing = referenced but absent; corrupt = bytes that do not hash to the name (or the recorded size
-            differs) ─▶ moved to <root>/quarantine/<hex>, so the next run sees a cache miss and recomputes it
-
-    gc:     keep = keep_set() ─▶ remove stored objects not in it, temp files and unfinished uploads (S3
-            multipart uploads, staging keys) older than an hour, and rebuilt `Files` folders of manifests not
-            kept; a dry run (the default) only lists them
-
-Both work through the `ArtifactStore` port (`digests`, `read_bytes`, `size`, `delete`); a local store adds fast
-paths: memory-mapped, multi-threaded hashing, and a quarantine by rename.
+The work on the store itself (hashing, quarantine, removing objects and leftovers) is
+`cairn.storage.maintenance`; this module adds what only the engine knows: which objects the materializations
+reference, by whom, and whether a run is in progress.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
 
 from cairn.core.records import RUNNING
-from cairn.errors import CorruptObject, MissingObject, UsageError
+from cairn.errors import UsageError
 from cairn.lineage.graph import step_label
-from cairn.storage.artifacts import DIGEST_PATTERN, LocalArtifactStore, check_digest
 from cairn.storage.base import ArtifactStore
+from cairn.storage.maintenance import (
+    GcReport,
+    KeepSet,
+    VerifyReport,
+    collect_garbage,
+    expand_manifests,
+    verify_objects,
+)
 from cairn.storage.metadata import MetadataStore
-from cairn.storage.remote import FsspecArtifactStore
 
-QUARANTINE_DIR = "quarantine"
 FILES_FORMAT = "files"
-TEMP_MAX_AGE_S = 3600.0
-_BIG_OBJECT_BYTES = 8 * 1024 * 1024  # hashed with all cores; smaller ones run side by side, one per thread
-
-MISSING = "missing"
-CORRUPT = "corrupt"
-INCOMPLETE = "incomplete"  # a Files manifest whose member is missing or corrupt
-
-
-# ---- what is referenced ------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class KeepSet:
-    """The objects `gc` must keep, with their expected sizes and who references them."""
-
-    sizes: dict[str, int] = field(default_factory=dict)
-    users: dict[str, set[str]] = field(default_factory=dict)
-    manifests: dict[str, int] = field(default_factory=dict)
-    parents: dict[str, set[str]] = field(default_factory=dict)
-    unreadable_manifests: dict[str, str] = field(default_factory=dict)
-
-    def add(self, digest: str, size: int, user: str) -> None:
-        self.sizes.setdefault(digest, size)
-        self.users.setdefault(digest, set()).add(user)
-
-    def __contains__(self, digest: object) -> bool:
-        return digest in self.sizes
 
 
 def referenced(meta: MetadataStore) -> KeepSet:
@@ -73,25 +36,6 @@ def referenced(meta: MetadataStore) -> KeepSet:
     return keep
 
 
-def expand_manifests(keep: KeepSet, artifacts: ArtifactStore) -> None:
-    """Add the member objects of every `Files` manifest in `keep`; record the manifests that cannot be read."""
-    for digest, size in keep.manifests.items():
-        owner = ", ".join(sorted(keep.users[digest]))
-        try:
-            manifest = json.loads(artifacts.read_bytes(digest, size))
-            members = [(str(path), str(entry["digest"]), int(entry["size"])) for path, entry in manifest.items()]
-        except (MissingObject, CorruptObject) as exc:
-            keep.unreadable_manifests[digest] = str(exc).split(". ")[0]
-            continue
-        except (ValueError, TypeError, KeyError, AttributeError):
-            keep.unreadable_manifests[digest] = f"object {digest} is not a cairn.Files manifest"
-            continue
-        for path, member, member_size in members:
-            if DIGEST_PATTERN.fullmatch(member):
-                keep.add(member, member_size, f"{owner}:{path}")
-                keep.parents.setdefault(member, set()).add(digest)
-
-
 def keep_set(meta: MetadataStore, artifacts: ArtifactStore) -> KeepSet:
     """Every object that must be kept: what any materialization references, and the members of `Files`.
 
@@ -102,74 +46,6 @@ def keep_set(meta: MetadataStore, artifacts: ArtifactStore) -> KeepSet:
     keep = referenced(meta)
     expand_manifests(keep, artifacts)
     return keep
-
-
-# ---- verify ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectProblem:
-    """A referenced object that is missing, or a stored object whose bytes are not what its name says."""
-
-    digest: str
-    problem: str
-    detail: str
-    used_by: tuple[str, ...] = ()
-    moved_to: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "digest": self.digest,
-            "problem": self.problem,
-            "detail": self.detail,
-            "used_by": list(self.used_by),
-            "moved_to": self.moved_to,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    """What `verify` checked, how fast, and what it found."""
-
-    objects: int
-    bytes: int
-    seconds: float
-    problems: tuple[ObjectProblem, ...]
-    unreferenced: int
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def missing(self) -> list[ObjectProblem]:
-        return [p for p in self.problems if p.problem == MISSING]
-
-    @property
-    def corrupt(self) -> list[ObjectProblem]:
-        return [p for p in self.problems if p.problem == CORRUPT]
-
-    @property
-    def incomplete(self) -> list[ObjectProblem]:
-        return [p for p in self.problems if p.problem == INCOMPLETE]
-
-    @property
-    def throughput(self) -> float:
-        """Bytes hashed per second."""
-        return self.bytes / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "objects": self.objects,
-            "bytes": self.bytes,
-            "seconds": round(self.seconds, 6),
-            "bytes_per_second": round(self.throughput),
-            "unreferenced": self.unreferenced,
-            "missing": [p.to_dict() for p in self.missing],
-            "corrupt": [p.to_dict() for p in self.corrupt],
-            "incomplete": [p.to_dict() for p in self.incomplete],
-        }
 
 
 def verify(
@@ -185,153 +61,7 @@ def verify(
         workers: Threads that hash side by side (default: the number of cores).
     """
     started = time.perf_counter()
-    keep = referenced(meta)
-    stored = set(artifacts.digests())
-    problems: list[ObjectProblem] = []
-    checked: set[str] = set()
-    hashed = 0
-    # Manifests first: reading one verifies it, and names member objects to check next.
-    manifests = [d for d in keep.manifests if d in stored]
-    for digest, (size, detail) in _hash_all(artifacts, manifests, keep.sizes, workers).items():
-        hashed += size
-        checked.add(digest)
-        if detail is not None:
-            problems.append(_corrupt(artifacts, digest, detail, keep, quarantine))
-    expand_manifests(keep, artifacts)
-    for digest in sorted(set(keep.sizes) - stored):
-        problems.append(ObjectProblem(digest, MISSING, "not in the artifact store", tuple(sorted(keep.users[digest]))))
-    rest = sorted(stored - checked)
-    for digest, (size, detail) in _hash_all(artifacts, rest, keep.sizes, workers).items():
-        hashed += size
-        if detail is not None:
-            problems.append(_corrupt(artifacts, digest, detail, keep, quarantine))
-    problems += _incomplete_manifests(artifacts, problems, keep, quarantine)
-    return VerifyReport(
-        objects=len(stored),
-        bytes=hashed,
-        seconds=time.perf_counter() - started,
-        problems=tuple(sorted(problems, key=lambda p: (p.problem, p.digest))),
-        unreferenced=len(stored - set(keep.sizes)),
-    )
-
-
-def _hash_all(
-    artifacts: ArtifactStore, digests: Iterable[str], sizes: dict[str, int], workers: int | None
-) -> dict[str, tuple[int, str | None]]:
-    """For each digest: the bytes hashed and what is wrong with the object (None when it is intact)."""
-    todo = list(digests)
-    if not todo:
-        return {}
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        results = pool.map(lambda d: _check_one(artifacts, d, sizes.get(d)), todo)
-        return dict(zip(todo, results, strict=True))
-
-
-def _check_one(artifacts: ArtifactStore, digest: str, size: int | None) -> tuple[int, str | None]:
-    path = artifacts.local_path(digest)
-    if path is not None:
-        return _check_file(digest, path, size)
-    try:
-        data = artifacts.read_bytes(digest, size)
-    except CorruptObject as exc:
-        return artifacts.size(digest) or 0, str(exc).split(". Run")[0]
-    except MissingObject:
-        return 0, None  # removed meanwhile (a concurrent gc): nothing left to check
-    return len(data), None
-
-
-def _check_file(digest: str, path: str, size: int | None) -> tuple[int, str | None]:
-    from blake3 import blake3  # a core dependency; the hasher is built here for its threading options
-
-    try:
-        actual = os.stat(path).st_size
-        hasher = blake3(max_threads=blake3.AUTO if actual >= _BIG_OBJECT_BYTES else 1)
-        hasher.update_mmap(path)
-    except FileNotFoundError:
-        return 0, None
-    found = "b3:" + str(hasher.hexdigest())
-    if found != digest:
-        return actual, f"its {actual} bytes hash to {found}"
-    if size is not None and actual != size:
-        return actual, f"it has {actual} bytes but its record says {size}"
-    return actual, None
-
-
-def _corrupt(artifacts: ArtifactStore, digest: str, detail: str, keep: KeepSet, quarantine: bool) -> ObjectProblem:
-    moved = quarantine_object(artifacts, digest) if quarantine else None
-    return ObjectProblem(digest, CORRUPT, detail, tuple(sorted(keep.users.get(digest, ()))), moved)
-
-
-def _incomplete_manifests(
-    artifacts: ArtifactStore, problems: list[ObjectProblem], keep: KeepSet, quarantine: bool
-) -> list[ObjectProblem]:
-    """Intact manifests with a damaged member. The engine checks only a manifest's presence for a cache hit,
-    so a quarantined manifest is what makes the next run rebuild all of its files."""
-    damaged: dict[str, list[str]] = {}
-    for problem in problems:
-        for manifest in keep.parents.get(problem.digest, ()):
-            damaged.setdefault(manifest, []).append(f"{problem.digest} is {problem.problem}")
-    done = {p.digest for p in problems}
-    found = []
-    for manifest, why in sorted(damaged.items()):
-        if manifest in done or not artifacts.exists(manifest):
-            continue
-        moved = quarantine_object(artifacts, manifest) if quarantine else None
-        users = tuple(sorted(keep.users.get(manifest, ())))
-        found.append(ObjectProblem(manifest, INCOMPLETE, "member " + "; member ".join(why), users, moved))
-    return found
-
-
-def quarantine_object(artifacts: ArtifactStore, digest: str) -> str:
-    """Take an object out of the store so that nothing reads it again; return where it went.
-
-    A local store moves it to ``<root>/quarantine/<hex>``, a fsspec store to the same key under its root;
-    other stores (memory) delete it.
-    """
-    hex_digest = check_digest(digest)
-    if isinstance(artifacts, LocalArtifactStore):
-        target = os.path.join(artifacts.root, QUARANTINE_DIR, hex_digest)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(artifacts.object_path(digest), target)
-        return target
-    if isinstance(artifacts, FsspecArtifactStore):
-        return artifacts.quarantine(digest, QUARANTINE_DIR)
-    artifacts.delete(digest)
-    return "deleted"
-
-
-# ---- gc ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GcReport:
-    """What `gc` removes (or, in a dry run, would remove)."""
-
-    objects: tuple[tuple[str, int], ...]
-    temp_files: tuple[tuple[str, int], ...]
-    file_caches: tuple[tuple[str, int], ...]
-    kept: int
-    applied: bool
-    unreadable_manifests: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def bytes(self) -> int:
-        return sum(size for _, size in (*self.objects, *self.temp_files, *self.file_caches))
-
-    @property
-    def empty(self) -> bool:
-        return not (self.objects or self.temp_files or self.file_caches)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "applied": self.applied,
-            "kept": self.kept,
-            "bytes": self.bytes,
-            "objects": [{"digest": d, "size": s} for d, s in self.objects],
-            "temp_files": [{"path": p, "size": s} for p, s in self.temp_files],
-            "file_caches": [{"path": p, "size": s} for p, s in self.file_caches],
-            "unreadable_manifests": [{"digest": d, "detail": why} for d, why in self.unreadable_manifests],
-        }
+    return verify_objects(artifacts, referenced(meta), quarantine=quarantine, workers=workers, started=started)
 
 
 def gc(
@@ -361,39 +91,7 @@ def gc(
                 f"run {live[0]} is in progress, and the objects it is writing have no record yet, so gc would "
                 "remove them; run `cairn gc --apply` again when no run is running (a dry run is always safe)"
             )
-    keep = keep_set(meta, artifacts)
-    clock = time.time() if now is None else now
-    objects = []
-    for digest in artifacts.digests():
-        if digest not in keep:
-            objects.append((digest, artifacts.size(digest) or 0))
-    temp_files: list[tuple[str, int]] = []
-    file_caches: list[tuple[str, int]] = []
-    if isinstance(artifacts, LocalArtifactStore):
-        temp_files = _stale_entries(artifacts.tmp_dir, clock)
-        file_caches = _stale_file_caches(os.path.join(artifacts.root, "files"), keep, clock)
-    elif isinstance(artifacts, FsspecArtifactStore):
-        temp_files = artifacts.stale_uploads(before=clock - TEMP_MAX_AGE_S)
-    if apply:
-        for digest, _ in objects:
-            artifacts.delete(digest)
-        for path, _ in temp_files:
-            if isinstance(artifacts, FsspecArtifactStore):
-                artifacts.remove_upload(path)
-            else:
-                _remove(path)
-        for path, _ in file_caches:
-            _remove(path)
-        if isinstance(artifacts, LocalArtifactStore):
-            _remove_empty_shards(artifacts.objects_dir)
-    return GcReport(
-        tuple(objects),
-        tuple(temp_files),
-        tuple(file_caches),
-        kept=len(keep.sizes),
-        applied=apply,
-        unreadable_manifests=tuple(sorted(keep.unreadable_manifests.items())),
-    )
+    return collect_garbage(artifacts, keep_set(meta, artifacts), apply=apply, now=now)
 
 
 def _live_runs(meta: MetadataStore, stale_after_s: float) -> list[str]:
@@ -403,60 +101,3 @@ def _live_runs(meta: MetadataStore, stale_after_s: float) -> list[str]:
         for run in meta.runs_with_status(RUNNING)
         if (run.heartbeat_at or run.created_at) >= now - stale_after_s
     ]
-
-
-def _stale_entries(folder: str, now: float) -> list[tuple[str, int]]:
-    """Files (and folders) directly in `folder` not modified for `TEMP_MAX_AGE_S`."""
-    found = []
-    for name in _listdir(folder):
-        path = os.path.join(folder, name)
-        with contextlib.suppress(FileNotFoundError):
-            if now - os.lstat(path).st_mtime >= TEMP_MAX_AGE_S:
-                found.append((path, _tree_size(path)))
-    return found
-
-
-def _stale_file_caches(folder: str, keep: KeepSet, now: float) -> list[tuple[str, int]]:
-    """Rebuilt `Files` folders whose manifest is not kept, and abandoned half-built ones (``.tmp-*``)."""
-    found = []
-    for name in _listdir(folder):
-        path = os.path.join(folder, name)
-        if name.startswith(".tmp-"):
-            with contextlib.suppress(FileNotFoundError):
-                if now - os.lstat(path).st_mtime >= TEMP_MAX_AGE_S:
-                    found.append((path, _tree_size(path)))
-        elif DIGEST_PATTERN.fullmatch("b3:" + name) and "b3:" + name not in keep:
-            found.append((path, _tree_size(path)))
-    return found
-
-
-def _listdir(folder: str) -> list[str]:
-    try:
-        return sorted(os.listdir(folder))
-    except FileNotFoundError:
-        return []
-
-
-def _tree_size(path: str) -> int:
-    if not os.path.isdir(path) or os.path.islink(path):
-        return os.lstat(path).st_size
-    total = 0
-    for base, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(os.path.join(base, name)).st_size
-    return total
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-
-
-def _remove_empty_shards(objects_dir: str) -> None:
-    for name in _listdir(objects_dir):
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(objects_dir, name))  # only succeeds when empty

@@ -27,6 +27,19 @@ class InputSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DriftBaseline:
+    """The reference of one drift check, resolved by the engine: the objects to compare with (pooled when
+    several), a label saying which materializations they are, or why there is nothing (`missing`, which
+    passes) or the reference cannot be had (`error`, which fails)."""
+
+    check: str
+    label: str
+    stored: tuple[StoredValue, ...] = ()
+    missing: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StepJob:
     """Everything a worker needs to run one attempt; picklable, small."""
 
@@ -43,7 +56,7 @@ class StepJob:
     source_path: str | None = None
     capture_output: bool = False
     timeout: float | None = None
-    previous: StoredValue | None = None
+    drift: tuple[DriftBaseline, ...] = ()  # one per drift check of the asset
     # The artifact store's fsspec storage options (endpoint, credentials): left out of repr, they may hold secrets.
     artifacts_options: dict[str, Any] = field(default_factory=dict, repr=False)
 

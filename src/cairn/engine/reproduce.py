@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.core.asset import AssetDef
+from cairn.core.graph import Graph
 from cairn.core.keys import StepId
 from cairn.core.records import InputRef, Materialization, StoredValue
+from cairn.core.steps import reads_dict
 from cairn.engine.api import Stores
 from cairn.engine.context import checkpoint_path
 from cairn.engine.jobs import OK, InputSpec, StepJob
@@ -108,7 +110,7 @@ def reproduce(project: Project, stores: Stores, step: StepId, run: str | None = 
             "Restore its definition (e.g. check out the recorded git commit, see `cairn show "
             f"{mat.run_id} --json`) and try again."
         )
-    specs = _input_specs(stores, asset, mat)
+    specs = _input_specs(stores, asset, mat, project.graph)
     root = str(project.settings.root)
     register_graph(root, project.graph)
     job = StepJob(
@@ -154,7 +156,7 @@ def reproduce(project: Project, stores: Stores, step: StepId, run: str | None = 
     )
 
 
-def _input_specs(stores: Stores, asset: AssetDef, mat: Materialization) -> tuple[InputSpec, ...]:
+def _input_specs(stores: Stores, asset: AssetDef, mat: Materialization, graph: Graph) -> tuple[InputSpec, ...]:
     """The step job's inputs: each recorded input object, given to the parameter that reads its asset now.
 
     A windowed or all-partitions input is a dict by partition key, as in a run; any other input is the
@@ -164,7 +166,8 @@ def _input_specs(stores: Stores, asset: AssetDef, mat: Materialization) -> tuple
     for ref in mat.inputs:
         by_asset.setdefault(ref.asset, []).append(ref)
     wanted = {inp.asset for inp in asset.inputs}
-    if set(by_asset) - wanted or {i.asset for i in asset.inputs if i.mapping not in ("window", "all")} - set(by_asset):
+    single = {i.asset for i in asset.inputs if not reads_dict(i, graph.assets[i.asset], asset)}
+    if set(by_asset) - wanted or single - set(by_asset):
         recorded = ", ".join(sorted(by_asset)) or "none"
         current = ", ".join(sorted(wanted)) or "none"
         raise UsageError(
@@ -175,7 +178,7 @@ def _input_specs(stores: Stores, asset: AssetDef, mat: Materialization) -> tuple
     specs = []
     for inp in asset.inputs:
         refs = by_asset.get(inp.asset, [])
-        as_dict = inp.mapping in ("window", "all")
+        as_dict = reads_dict(inp, graph.assets[inp.asset], asset)
         if not as_dict:
             same = [r for r in refs if r.partition == mat.partition]
             refs = same[-1:] or refs[-1:]

@@ -42,10 +42,11 @@ from cairn.core.selection import select
 from cairn.core.steps import StepInput, expand
 from cairn.engine.context import checkpoint_path
 from cairn.engine.history import StoreHistory
-from cairn.engine.jobs import OK, TIMEOUT, InputSpec, StepJob, StepOutcome
+from cairn.engine.jobs import OK, TIMEOUT, DriftBaseline, InputSpec, StepJob, StepOutcome
 from cairn.engine.sources import SourceObserver
 from cairn.errors import DefinitionError, LeaseLost, UsageError
-from cairn.executors.base import Capacity, Completed, Executor, create_executor
+from cairn.executors.base import Capacity, Completed, Executor
+from cairn.executors.factory import create_executor
 from cairn.project import Project, installed_versions
 from cairn.storage.base import ArtifactStore
 from cairn.storage.metadata import MetadataStore
@@ -85,6 +86,7 @@ class StepResult:
     duration_s: float | None
     reason: str
     error: str | None = None
+    not_ready: str | None = None  # skipped for readiness: the step whose data is not there yet
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +99,7 @@ class StepResult:
             "duration_s": None if self.duration_s is None else round(self.duration_s, 6),
             "reason": self.reason,
             **({"error": self.error} if self.error else {}),
+            **({"not_ready": self.not_ready} if self.not_ready else {}),
         }
 
 
@@ -122,6 +125,11 @@ class RunResult:
     def count(self, status: str) -> int:
         return sum(1 for s in self.steps if s.status == status)
 
+    @property
+    def not_ready(self) -> list[StepResult]:
+        """The steps skipped because data they need is not there yet (a source file, a complete period)."""
+        return [s for s in self.steps if s.status == R.SKIPPED and s.not_ready]
+
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "steps": [s.to_dict() for s in self.steps]}
 
@@ -145,6 +153,7 @@ class _State:
     error: str | None = None
     duration: float | None = None
     source_path: str | None = None
+    not_ready: str | None = None
     submitted: float = 0.0  # monotonic time the running attempt was handed to the executor
 
 
@@ -198,7 +207,9 @@ class Engine:
         self.targets: set[str] = set()
         self.pinned: dict[tuple[str, str], R.Materialization] = {}
         self._all_keys: dict[str, list[str]] = {}
+        self._observed: dict[str, str | None] = {}  # source path -> data version (None: no file), per run
         self._code: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
+        self._snapshots: dict[str, dict[tuple[str, str], R.Materialization]] = {}  # drift references, per run
         self._seq = 0
         self._rng = random.Random()
 
@@ -213,9 +224,11 @@ class Engine:
             self.pinned = self.meta.snapshot(self.options.snapshot)
         target_keys = [(name, self._target_keys(graph.assets[name])) for name in sorted(targets)]
         self._check_partition_option(targets)
-        order, inputs = expand(graph, target_keys, self._keys)
-        params = self.project.params(self.options.profile, self.options.overrides)
         observer = SourceObserver(self.settings.state_dir)
+        order, inputs = expand(
+            graph, target_keys, self._keys, lambda a, key: self._observe(a, key, observer) is not None
+        )
+        params = self.project.params(self.options.profile, self.options.overrides)
         forced = {StepId(name, key) for name, keys in target_keys for key in keys} if self.options.force else set()
         for step in order:
             asset = graph.assets[step.asset]
@@ -263,6 +276,13 @@ class Engine:
                 f"(selected: {', '.join(sorted(targets))})"
             )
 
+    def _observe(self, asset: AssetDef, partition: str, observer: SourceObserver) -> str | None:
+        """A source partition's data version now, or None when its file is not there (observed once per run)."""
+        path = self._source_path(asset, partition)
+        if path not in self._observed:
+            self._observed[path] = observer.observe(Path(path))
+        return self._observed[path]
+
     def _source_path(self, asset: AssetDef, partition: str) -> str:
         assert asset.path is not None
         return str(self.settings.root / asset.path.replace("{partition}", partition))
@@ -276,7 +296,7 @@ class Engine:
         observer: SourceObserver,
     ) -> StepSpec:
         if source_path is not None:
-            version = observer.observe(Path(source_path))
+            version = self._observe(asset, step.partition, observer)
             return StepSpec(step, code_version="", source_version=version or SOURCE_MISSING)
         code = self._code.get(asset.name)
         if code is None:
@@ -339,7 +359,8 @@ class Engine:
         try:
             self._loop()
             failed = any(self.states[s].status == R.FAILED for s in self.order)
-            status = R.FAILED if failed else R.SUCCEEDED
+            waiting = any(self.states[s].status == R.SKIPPED and self.states[s].not_ready for s in self.order)
+            status = R.FAILED if failed else R.PARTIAL if waiting else R.SUCCEEDED
         except KeyboardInterrupt:
             status = R.CANCELLED
             self._cancel_all("the run was interrupted")
@@ -371,6 +392,7 @@ class Engine:
                     st.duration,
                     st.reason,
                     st.error,
+                    st.not_ready if st.status == R.SKIPPED else None,
                 )
             )
         return RunResult(self.run_id, status, tuple(steps))
@@ -448,13 +470,13 @@ class Engine:
                 continue
             if st.spec.source_version == SOURCE_MISSING:
                 if step.partition:
-                    self._skip(step, f"source not ready: {st.source_path} does not exist")
+                    self._skip(step, f"source not ready: {st.source_path} does not exist", str(step))
                 else:
                     self._fail(step, f"source file {st.source_path} does not exist", "source missing")
                 continue
             empty = [u.param for u in st.ups if not u.steps and not u.as_dict]
             if empty:
-                self._skip(step, f"no partition of input '{empty[0]}' exists yet")
+                self._skip(step, f"no partition of input '{empty[0]}' exists yet", str(step))
                 continue
             pinned = self._pinned(step)
             if pinned is not None:
@@ -528,7 +550,7 @@ class Engine:
             fits = not self.running or (
                 not alone and self.cpu_used + cpu <= capacity.cpu + 1e-9 and self.mem_used + mem <= capacity.memory_mb
             )
-            if not fits or not self._take_pool_slot(step, st.asset, full):
+            if not fits or not self._references_settled(st) or not self._take_pool_slot(step, st.asset, full):
                 deferred.append(entry)
                 continue
             verdict = self._admit(st.asset)
@@ -590,23 +612,24 @@ class Engine:
         assert st.decision is not None and st.decision.cache_key is not None
         key = st.decision.cache_key
         attempt = R.AttemptRecord(self.run_id, step.asset, step.partition, st.attempts + 1, "running", time.time())
-        token = self.meta.acquire_lease(key, self.run_id, self.owner, self.settings.lease_ttl_s, attempt)
-        if token is None:
+        claim = self.meta.claim(key, self.run_id, self.owner, self.settings.lease_ttl_s, attempt)
+        if claim.token is None:
             self._give_pool_slot_back(step)
-            self._take_over_dead(key)
+            if claim.holder is not None:
+                self._abandon_if_dead(*claim.holder)
             self.lease_wait[step] = time.monotonic() + 0.1
             st.status = "waiting"
             return
-        if token > 1 and st.spec.cache and step not in self.forced:
-            # The key was leased before: another run may have committed it since this run decided.
-            hit = self.history.cached(step, key)
-            if hit is not None:
-                self._give_pool_slot_back(step)
-                self.meta.release_lease(key, token)
-                self.meta.finish_attempt(self.run_id, step.asset, step.partition, attempt.attempt, "reused")
-                self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
-                return
-        st.token = token
+        hit = claim.committed
+        if hit is not None and st.spec.cache and step not in self.forced and self._present(hit):
+            # Another run committed this key since this run decided: its result is as good as this one.
+            self._give_pool_slot_back(step)
+            self.meta.end_attempt(
+                self.run_id, step.asset, step.partition, attempt.attempt, "reused", lease=(key, claim.token)
+            )
+            self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
+            return
+        st.token = claim.token
         st.attempts += 1
         st.status = "running"
         job = StepJob(
@@ -624,7 +647,7 @@ class Engine:
             source_path=st.source_path,
             capture_output=self.kind in ("process", "ray"),  # one job per process main thread
             timeout=st.asset.timeout or self.settings.timeout,
-            previous=self._previous_for_drift(st),
+            drift=self._drift_baselines(st),
         )
         self.cpu_used += cpu
         self.mem_used += mem
@@ -643,20 +666,47 @@ class Engine:
         register_graph(str(self.settings.root), self.project.graph)
         return run_step
 
-    def _previous_for_drift(self, st: _State) -> R.StoredValue | None:
-        """Drift checks compare with the step's previous materialization, when it still exists."""
+    def _drift_baselines(self, st: _State) -> tuple[DriftBaseline, ...]:
+        """What each drift check of the step compares with (see `cairn.engine.baselines`)."""
         if not any(check.drift is not None for check in st.asset.checks):
-            return None
-        previous = self.history.previous(st.step)
-        if previous is None or self.artifacts.size(previous.data_version) != previous.size:
-            return None
-        return previous.stored
+            return ()
+        from cairn.engine import baselines
 
-    def _take_over_dead(self, key: str) -> None:
-        """Abandon the run holding a lease when its engine was a process of this host that is gone."""
-        holder = self.meta.lease_owner(key)
-        if holder is not None:
-            self._abandon_if_dead(*holder)
+        def latest(step: StepId) -> R.Materialization | None:
+            known = self.states.get(step)
+            if known is not None and known.mat is not None and step != st.step:
+                return known.mat  # this run's result of the reference partition
+            return self.history.previous(step)
+
+        def pinned(name: str) -> dict[tuple[str, str], R.Materialization]:
+            if name not in self._snapshots:
+                self._snapshots[name] = self.meta.snapshot(name)
+            return self._snapshots[name]
+
+        return baselines.resolve(st.asset, st.step, self._keys(st.asset), latest, self._present, pinned)
+
+    def _references_settled(self, st: _State) -> bool:
+        """Whether the earlier partitions a drift check compares with, when part of this run, have settled."""
+        if not any(check.drift is not None for check in st.asset.checks):
+            return True
+        from cairn.engine.baselines import reference_steps
+
+        for ref in reference_steps(st.asset, self._keys(st.asset), st.step):
+            known = self.states.get(ref)
+            if known is not None and known.status not in (R.EXECUTED, R.CACHED, R.FAILED, R.SKIPPED):
+                return False
+        return True
+
+    def _present(self, mat: R.Materialization) -> bool:
+        """Whether a materialization's object is stored with its recorded size (read later, checksum-verified)."""
+        return self.artifacts.size(mat.data_version) == mat.size
+
+    def _end_attempt(self, st: _State, status: str, error: str | None = None) -> None:
+        """Record how the step's current attempt ended and give up its lease, if it still holds one."""
+        key = st.decision.cache_key if st.decision else None
+        lease = (key, st.token) if key is not None and st.token is not None else None
+        self.meta.end_attempt(self.run_id, st.step.asset, st.step.partition, st.attempts, status, error, lease)
+        st.token = None
 
     def _abandon_if_dead(self, run_id: str, owner: str) -> None:
         """Abandon a run whose engine was a process of this host that is gone: its leases and slots free at once."""
@@ -753,9 +803,11 @@ class Engine:
             # Another engine took the key over; if it committed, its result is as good as this one.
             hit = self.history.cached(step, mat.cache_key)
             if hit is not None:
-                self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, "lost", "lease lost")
+                st.token = None  # lost: nothing to release
+                self._end_attempt(st, "lost", "lease lost")
                 self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
                 return
+            st.token = None
             lost = StepOutcome("failed", error="LeaseLost: another engine took this step over", retryable=True)
             self._attempt_failed(step, lost)
             return
@@ -772,15 +824,12 @@ class Engine:
         once its object is gone, so the producer re-runs (reason "stored output missing") and this step
         waits for it again.
         """
-        from cairn.engine.integrity import quarantine_object
+        from cairn.storage.maintenance import quarantine_object
 
         st = self.states[step]
         assert outcome.bad_input is not None
         version, digest = outcome.bad_input
-        self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, R.FAILED, outcome.error)
-        if st.decision and st.decision.cache_key and st.token is not None:
-            self.meta.release_lease(st.decision.cache_key, st.token)
-        st.token = None
+        self._end_attempt(st, R.FAILED, outcome.error)
         producers = [up for up in _distinct(st.ups) if (m := self.states[up].mat) and m.data_version == version]
         self._recomputed[step] = self._recomputed.get(step, 0) + 1
         if not producers or self._recomputed[step] > 2:
@@ -808,11 +857,7 @@ class Engine:
 
     def _attempt_failed(self, step: StepId, outcome: StepOutcome) -> None:
         st = self.states[step]
-        key = st.decision.cache_key if st.decision else None
-        self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, R.FAILED, outcome.error)
-        if key is not None and st.token is not None:
-            self.meta.release_lease(key, st.token)
-        st.token = None
+        self._end_attempt(st, R.FAILED, outcome.error)
         policy: Retry = st.asset.retry or self.settings.retry
         if outcome.retryable and st.attempts < policy.max_attempts and not self.stopped:
             delay = policy.delay(st.attempts, self._rng.random())
@@ -833,21 +878,21 @@ class Engine:
         if self.options.fail_fast:
             self._stop("run stopped after a failure (--fail-fast)")
 
-    def _skip(self, step: StepId, reason: str) -> None:
-        """A step that cannot run yet (its data is not there); it is not a failure."""
+    def _skip(self, step: StepId, reason: str, not_ready: str) -> None:
+        """A step that cannot run yet (its data is not there); not a failure, but the run is `partial`."""
         st = self.states[step]
-        st.status, st.reason = R.SKIPPED, reason
+        st.status, st.reason, st.not_ready = R.SKIPPED, reason, not_ready
         self._record(st)
         self.on_event(Event(STEP_FINISHED, self.run_id, step, R.SKIPPED, reason))
-        self._skip_descendants(step, f"upstream not ready: {step}")
+        self._skip_descendants(step, f"upstream not ready: {step}", not_ready)
 
-    def _skip_descendants(self, step: StepId, reason: str) -> None:
+    def _skip_descendants(self, step: StepId, reason: str, not_ready: str | None = None) -> None:
         stack = list(self.states[step].children)
         while stack:
             child = stack.pop()
             cst = self.states[child]
             if cst.status in (R.PENDING, "ready"):
-                cst.status, cst.reason = R.SKIPPED, reason
+                cst.status, cst.reason, cst.not_ready = R.SKIPPED, reason, not_ready
                 self._record(cst)
                 self.on_event(Event(STEP_FINISHED, self.run_id, child, R.SKIPPED, reason))
                 stack.extend(cst.children)
@@ -866,9 +911,7 @@ class Engine:
     def _cancel_all(self, reason: str) -> None:
         for ticket, step in list(self.running.items()):
             st = self.states[step]
-            self.meta.finish_attempt(self.run_id, step.asset, step.partition, st.attempts, R.FAILED, reason)
-            if st.decision and st.decision.cache_key and st.token is not None:
-                self.meta.release_lease(st.decision.cache_key, st.token)
+            self._end_attempt(st, R.FAILED, reason)
             self._give_pool_slot_back(step)
             st.status, st.error = R.FAILED, reason
             self._record(st)

@@ -24,7 +24,17 @@ from cairn.core.graph import Graph
 from cairn.core.partitions import context_window
 from cairn.core.records import StoredValue
 from cairn.engine.context import Checkpoint, Context, checkpoint_path
-from cairn.engine.jobs import BAD_INPUT, FAILED, OK, SOURCE_FORMAT, TIMEOUT, InputSpec, StepJob, StepOutcome
+from cairn.engine.jobs import (
+    BAD_INPUT,
+    FAILED,
+    OK,
+    SOURCE_FORMAT,
+    TIMEOUT,
+    DriftBaseline,
+    InputSpec,
+    StepJob,
+    StepOutcome,
+)
 from cairn.errors import CorruptObject, MissingObject, NonRetryable, StepTimeout
 from cairn.executors.base import job_started
 
@@ -52,7 +62,7 @@ def run_step(job: StepJob) -> StepOutcome:
             copied = time.perf_counter()
             checks: list[RuleResult] = []
             if asset.contract is not None:
-                checks = _validate(asset, load_stored(stored, store), None, None, store)
+                checks = _validate(asset, load_stored(stored, store), None, (), store)
             finished = time.perf_counter()
             timings = {"checks_s": finished - copied, "output_s": copied - started}
             return _checked(StepOutcome(OK, stored, finished - started, timings=timings), checks, job)
@@ -67,7 +77,7 @@ def run_step(job: StepJob) -> StepOutcome:
             value = asset.fn(**kwargs)
         called = time.perf_counter()
         arrow = _shared_arrow(asset, value)
-        results = _validate(asset, value, ctx, job.previous, store, arrow)
+        results = _validate(asset, value, ctx, job.drift, store, arrow)
         if _blocking_failures(results):
             outcome = StepOutcome(FAILED, None, time.perf_counter() - started, _logs(ctx, out), ctx.metrics)
             return _checked(outcome, results, job)
@@ -119,10 +129,15 @@ def _shared_arrow(asset: AssetDef, value: Any) -> Any:
 
 
 def _validate(
-    asset: AssetDef, value: Any, ctx: Context | None, previous: StoredValue | None, store: Any, arrow: Any = None
+    asset: AssetDef,
+    value: Any,
+    ctx: Context | None,
+    drift: tuple[DriftBaseline, ...],
+    store: Any,
+    arrow: Any = None,
 ) -> list[RuleResult]:
     """Evaluate the asset's contract (on `arrow` when given: the output's Arrow form) and checks on its
-    output, before anything is published."""
+    output, before anything is published; a drift check reads the reference objects the engine resolved."""
     results: list[RuleResult] = []
     if asset.contract is not None:
         from cairn.quality.contracts import evaluate_any
@@ -132,13 +147,20 @@ def _validate(
     if asset.checks:
         from cairn.quality.checks import run_check
 
-        before = load_stored(previous, store) if previous is not None and _has_drift(asset) else None
-        results.extend(run_check(check, value, ctx, before) for check in asset.checks)
+        baselines = {b.check: b for b in drift}
+        for check in asset.checks:
+            results.append(run_check(check, value, ctx, _reference(baselines.get(check.name), store)))
     return results
 
 
-def _has_drift(asset: AssetDef) -> bool:
-    return any(check.drift is not None for check in asset.checks)
+def _reference(baseline: DriftBaseline | None, store: Any) -> Any:
+    """A drift check's reference with its objects read (each checksum-verified); None for other checks."""
+    if baseline is None:
+        return None
+    from cairn.quality.drift import Reference
+
+    tables = tuple(load_stored(stored, store) for stored in baseline.stored)
+    return Reference(baseline.label, tables, baseline.missing, baseline.error)
 
 
 def _blocking_failures(results: list[RuleResult]) -> list[RuleResult]:
@@ -155,7 +177,8 @@ def _checked(outcome: StepOutcome, results: list[RuleResult], job: StepJob) -> S
     failures = _blocking_failures(results)
     if not failures:
         return replace(outcome, checks=recorded, logs=logs)
-    check_names = {check.name for check in _graph(job)[job.asset].checks}
+    # A drift rule guards the data like a contract does; only `@check` functions fail with CheckFailed.
+    check_names = {check.name for check in _graph(job)[job.asset].checks if check.drift is None}
     broken_contract = any(r.rule not in check_names for r in failures)
     kind = "ContractViolation" if broken_contract else "CheckFailed"
     what = "broke its contract" if broken_contract else "failed a blocking check"
@@ -174,6 +197,7 @@ def _as_dict(result: RuleResult) -> dict[str, Any]:
         "expected": _plain(result.expected),
         "sample": [{k: _plain(v) for k, v in row.items()} for row in result.sample],
         "metrics": dict(result.metrics),
+        **({"reference": result.reference} if result.reference else {}),
     }
 
 
@@ -203,7 +227,7 @@ def _graph(job: StepJob) -> Graph:
 def _store(url: str, project_dir: str, options: dict[str, Any]) -> Any:
     key = (url, project_dir, json.dumps(options, sort_keys=True, default=str))
     if key not in _stores:
-        from cairn.storage.artifacts import open_artifacts
+        from cairn.storage.factory import open_artifacts
 
         _stores[key] = open_artifacts(url, project_dir, options)
     return _stores[key]

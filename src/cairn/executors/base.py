@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,8 +16,6 @@ if TYPE_CHECKING:
     from cairn.core.asset import Resources
 
 Job = Callable[[Any], Any]
-
-EXTRAS = {"dask": ("dask", "distributed"), "ray": ("ray",)}  # executor kind -> the modules its extra installs
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,51 +117,4 @@ def check_reachable(address: str, url: SplitResult, *, forms: str, what: str, st
     except OSError as exc:
         raise ConfigError(
             f"no {what} answers at [executor] address = {address!r} ({exc}): start one with {start} or fix the address"
-        ) from exc
-
-
-def create_executor(kind: str, workers: int, address: str | None = None, start: str = "fork") -> Executor:
-    """Build the executor named by ``[executor] kind`` (or ``--executor``).
-
-    ``dask`` and ``ray`` connect to the cluster at `address`, or start a local one with `workers` workers
-    (0: one per core) that they stop again on `close`.
-    """
-    if kind == "inline":
-        from cairn.executors.inline import InlineExecutor
-
-        return InlineExecutor()
-    if kind == "thread":
-        from cairn.executors.local import ThreadExecutor
-
-        return ThreadExecutor(workers)
-    if kind == "process":
-        from cairn.executors.local import ProcessExecutor
-
-        return ProcessExecutor(workers, start)
-    if kind == "dask":
-        with _extra("dask"):
-            from cairn.executors.dask import DaskExecutor
-        return DaskExecutor(workers, address)
-    if kind == "ray":
-        with _extra("ray"):
-            from cairn.executors.ray import RayExecutor
-        return RayExecutor(workers, address)
-    raise ConfigError(
-        f"executor '{kind}' is not known: use inline, thread, process, dask or ray "
-        "(in [executor] kind of cairn.toml or --executor)"
-    )
-
-
-@contextlib.contextmanager
-def _extra(kind: str) -> Iterator[None]:
-    """Turn the import error of a missing optional dependency into the command that installs it."""
-    try:
-        yield
-    except ModuleNotFoundError as exc:
-        top = (exc.name or "").split(".")[0]
-        if top not in EXTRAS[kind]:
-            raise
-        raise ConfigError(
-            f"the {kind} executor needs the '{top}' package, which is not installed: run "
-            f"`pip install 'cairn[{kind}]'`, or choose another [executor] kind (inline, thread, process)"
         ) from exc

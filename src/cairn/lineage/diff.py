@@ -1,8 +1,9 @@
 """Run comparison: exactly what differs between two runs' results and environments, nothing else.
 
 Per asset partition present in either run (the materialization each step produced or reused): the code
-version and which code parts changed (by ``module.qualname``), params, seed, input data versions, the output
-data version and metrics. Per run: the environment entries (python, os, git commit, ...) and the installed
+version and which code parts changed (by ``module.qualname``), params, seed, input data versions, the
+versions of the distributions the asset declares with ``env=`` (they enter its cache key), the output data
+version and metrics. Per run: the environment entries (python, os, git commit, ...) and the installed
 distributions that were added, removed or changed.
 """
 
@@ -17,6 +18,7 @@ from cairn.lineage.graph import step_label
 from cairn.storage.metadata import MetadataStore
 
 DISTRIBUTIONS = "distributions"
+ENV_METADATA = "cairn.env"  # a materialization's ``env=`` distributions and their versions, as recorded
 BOTH = "both"
 ONLY_A = "only_a"
 ONLY_B = "only_b"
@@ -55,6 +57,7 @@ class AssetDiff:
     params: tuple[Change, ...] = ()
     seed: Change | None = None
     inputs: tuple[Change, ...] = ()
+    env: tuple[Change, ...] = ()
     data_version: Change | None = None
     metrics: tuple[Change, ...] = ()
 
@@ -68,7 +71,7 @@ class AssetDiff:
             change = getattr(self, name)
             if change is not None:
                 out[name] = change.to_dict()
-        for name in ("code_parts", "params", "inputs", "metrics"):
+        for name in ("code_parts", "params", "inputs", "env", "metrics"):
             changes = getattr(self, name)
             if changes:
                 out[name] = _as_dict(changes)
@@ -147,10 +150,16 @@ def diff_materializations(a: Materialization | None, b: Materialization | None) 
         params=_changes(a.params, b.params),
         seed=_change("seed", a.seed, b.seed),
         inputs=_changes(inputs_a, inputs_b),
+        env=_changes(_env(a), _env(b)),
         data_version=_change("data_version", a.data_version, b.data_version),
         metrics=_changes(a.metrics, b.metrics),
     )
     return found if found != AssetDiff(a.asset, a.partition, BOTH) else None
+
+
+def _env(mat: Materialization) -> dict[str, Any]:
+    recorded = mat.metadata.get(ENV_METADATA)
+    return dict(recorded) if isinstance(recorded, Mapping) else {}
 
 
 def _change(name: str, before: Any, after: Any) -> Change | None:

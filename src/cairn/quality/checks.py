@@ -26,7 +26,7 @@ def run_check(check: CheckDef, value: Any, ctx: Any | None, previous: Any | None
         check: the check definition.
         value: the output being checked.
         ctx: the step's context, or None outside a run.
-        previous: the previous materialization's value, for drift checks.
+        previous: for drift checks, the resolved `Reference` (or one reference table, or None).
     """
     if check.drift is not None:
         result = evaluate_drift(check.drift, value, previous)

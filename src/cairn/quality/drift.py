@@ -1,8 +1,10 @@
-"""Distribution drift of one column against the previous materialization: the population stability index."""
+"""Distribution drift of one column against a reference (the previous partition, the previous materialization,
+a snapshot's version or a trailing window of partitions): the population stability index."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Final
 
 from cairn.core.contracts import Drift, RuleResult
@@ -47,29 +49,71 @@ def psi(expected: Any, actual: Any, bins: int = 10) -> float:
     return float(np.sum((a_share - e_share) * np.log(a_share / e_share)))
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """The resolved reference of a drift check: what it is, and its tables (several are pooled).
+
+    No tables and no `error` means there is nothing to compare with (`missing` says why), which passes; an
+    `error` (a snapshot that does not exist or pins nothing of the asset) fails the check.
+    """
+
+    label: str
+    tables: tuple[Any, ...] = ()
+    missing: str = ""
+    error: str = ""
+
+
 def evaluate_drift(drift: Drift, value: Any, previous: Any) -> RuleResult:
-    """Compare `drift.column` of an output table with the same column of the previous materialization.
+    """Compare `drift.column` of an output table with the same column of a reference.
+
+    Args:
+        drift: the rule.
+        value: the output.
+        previous: a `Reference` (the tables of which are pooled), one reference table, or None.
 
     Returns:
-        A `RuleResult` named ``drift_<column>``: passed when there is no previous materialization or when the
-        PSI is at most `drift.max_psi`; observed is the PSI rounded to 4 digits.
+        A `RuleResult` named ``drift_<column>``: passed when there is nothing to compare with or when the
+        PSI is at most `drift.max_psi`; observed is the PSI rounded to 4 digits, reference which reference
+        was used.
     """
     rule = f"drift_{drift.column}"
     expected = f"psi <= {drift.max_psi}"
-    if previous is None:
-        return RuleResult(rule, True, drift.blocking, "no previous materialization", expected)
-    columns = []
-    for label, table in (("previous", previous), ("output", value)):
+    reference = previous if isinstance(previous, Reference) else None
+    label = reference.label if reference is not None else ""
+    if reference is not None and reference.error:
+        return RuleResult(rule, False, drift.blocking, reference.error, expected, reference=label)
+    tables = reference.tables if reference is not None else (() if previous is None else (previous,))
+    if not tables:
+        why = f"nothing to compare with: {reference.missing}" if reference and reference.missing else ""
+        return RuleResult(rule, True, drift.blocking, why or "no previous materialization", expected, reference=label)
+    pooled = []
+    for table in tables:
         arrow = to_arrow(table)
         if drift.column not in arrow.column_names:
-            return RuleResult(rule, False, drift.blocking, f"column missing from the {label} table", expected)
-        columns.append(arrow.column(drift.column))
+            observed = "column missing from the reference table"
+            return RuleResult(rule, False, drift.blocking, observed, expected, reference=label)
+        pooled.append(_values(arrow.column(drift.column)))
+    output = to_arrow(value)
+    if drift.column not in output.column_names:
+        observed = "column missing from the output table"
+        return RuleResult(rule, False, drift.blocking, observed, expected, reference=label)
     try:
-        index = psi(columns[0], columns[1], drift.bins)
+        index = psi(_pool(pooled), output.column(drift.column), drift.bins)
     except ValueError as exc:
-        return RuleResult(rule, False, drift.blocking, f"cannot compute PSI: {exc}", expected)
+        return RuleResult(rule, False, drift.blocking, f"cannot compute PSI: {exc}", expected, reference=label)
     passed = index <= drift.max_psi
-    return RuleResult(rule, passed, drift.blocking, round(index, 4), expected, metrics={"psi": index})
+    return RuleResult(rule, passed, drift.blocking, round(index, 4), expected, metrics={"psi": index}, reference=label)
+
+
+def _pool(samples: list[Any]) -> Any:
+    """Several reference samples as one (numeric and string samples mixed compare as strings)."""
+    import numpy as np
+
+    if len(samples) == 1:
+        return samples[0]
+    if all(s.dtype.kind in "fiu" for s in samples):
+        return np.concatenate([s.astype(np.float64) for s in samples])
+    return np.concatenate([s.astype(str) for s in samples])
 
 
 def _values(sample: Any) -> Any:

@@ -15,7 +15,8 @@ NFS) does it with plain `os` calls and no locks:
                                temporary file, fsync the directory
                     -> abort:  remove the temporary file; nothing is published
 
-Other URLs (``s3://``, ``gs://``, ...) go to `cairn.storage.remote.FsspecArtifactStore`.
+Other URLs (``s3://``, ``gs://``, ...) go to `cairn.storage.remote.FsspecArtifactStore`; which store a
+``storage.artifacts`` setting names is decided by `cairn.storage.factory.open_artifacts`.
 """
 
 from __future__ import annotations
@@ -23,19 +24,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import socket
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Self
 
-from cairn.errors import ConfigError, CorruptObject, MissingObject, StoreError
+from cairn.errors import CorruptObject, MissingObject, StoreError
 from cairn.hashing import PREFIX, digest_bytes, finish, new_hasher
-from cairn.storage.base import ArtifactStore
 
 DIGEST_PATTERN = re.compile(r"b3:[0-9a-f]{64}")
-_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9.]+")
 
 
@@ -243,6 +243,7 @@ class LocalArtifactStore:
         self.url = Path(self.root).as_uri()
         self.objects_dir = os.path.join(self.root, "objects")
         self.tmp_dir = os.path.join(self.root, "tmp")
+        self.files_dir = os.path.join(self.root, "files")
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({self.root!r})"
@@ -299,54 +300,60 @@ class LocalArtifactStore:
         path = self.object_path(digest)
         return path if os.path.isfile(path) else None
 
+    # ---- maintenance (the `StoreMaintenance` port) ------------------------------------------------
 
-def open_artifacts(
-    url: str, project_dir: str | os.PathLike[str], options: Mapping[str, Any] | None = None
-) -> ArtifactStore:
-    """Open the artifact store that a ``storage.artifacts`` setting names.
+    def quarantine(self, digest: str, folder: str) -> str:
+        """Move an object to ``<root>/<folder>/<hex>`` by rename; return its new path."""
+        target = os.path.join(self.root, folder, check_digest(digest))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(self.object_path(digest), target)
+        return target
 
-    Args:
-        url: a path (relative ones are resolved against ``project_dir``), a ``file://`` URL, ``memory://``
-            (the process-wide in-memory store) or any other fsspec URL (``s3://bucket/prefix``,
-            ``memory://bucket/prefix``, ...).
-        project_dir: the project's folder.
-        options: the ``storage.artifacts_options`` table, passed to fsspec as storage options; only for
-            fsspec URLs.
+    def stale_uploads(self, before: float) -> list[tuple[str, int]]:
+        """Entries of ``tmp/`` (writers' temporary files) not modified since ``before``, as ``(path, bytes)``."""
+        found = []
+        for name in _sorted_entries(self.tmp_dir):
+            path = os.path.join(self.tmp_dir, name)
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(path).st_mtime <= before:
+                    found.append((path, _tree_size(path)))
+        return found
 
-    Raises:
-        ConfigError: the setting is empty, its scheme cannot be opened, or options are given for a store
-            that takes none.
-    """
-    from cairn.storage.memory import MemoryArtifactStore  # here: memory imports this module
+    def remove_upload(self, name: str) -> None:
+        """Remove one entry of ``tmp/`` named by `stale_uploads`.
 
-    if not url.strip():
-        raise ConfigError(
-            "storage.artifacts is empty; set it to a folder (e.g. '.cairn/artifacts') or a URL such as "
-            "s3://bucket/prefix."
-        )
-    scheme = _URL_SCHEME.match(url)
-    if scheme is None:
-        path = Path(url).expanduser()
-    elif scheme.group(1).lower() == "file":
-        rest = url[scheme.end() :]
-        rest = rest[len("localhost") :] if rest.startswith("localhost/") else rest
-        from urllib.request import url2pathname
+        Raises:
+            StoreError: the name is not an entry of this store's ``tmp/``.
+        """
+        _remove(_entry_of(self.tmp_dir, name, self.url))
 
-        path = Path(url2pathname(rest))
-    elif url == "memory://":
-        path = None
-    else:
-        from cairn.storage.remote import FsspecArtifactStore  # here: fsspec is imported only when used
+    def stale_caches(self, keep: Container[str], before: float) -> list[tuple[str, int]]:
+        """Folders under ``files/`` rebuilt from manifests not in ``keep``, and half-built ones (``.tmp-*``) not
+        modified since ``before``, as ``(path, bytes)``."""
+        found = []
+        for name in _sorted_entries(self.files_dir):
+            path = os.path.join(self.files_dir, name)
+            if name.startswith(".tmp-"):
+                with contextlib.suppress(FileNotFoundError):
+                    if os.lstat(path).st_mtime <= before:
+                        found.append((path, _tree_size(path)))
+            elif DIGEST_PATTERN.fullmatch(PREFIX + name) and PREFIX + name not in keep:
+                found.append((path, _tree_size(path)))
+        return found
 
-        return FsspecArtifactStore(url, options)
-    if options:
-        raise ConfigError(
-            f"[storage] artifacts_options is set, but storage.artifacts = {url!r} is not an fsspec URL, so "
-            "nothing takes them. Remove artifacts_options, or set artifacts to a URL such as s3://bucket/prefix."
-        )
-    if path is None:
-        return MemoryArtifactStore.shared()
-    return LocalArtifactStore(path if path.is_absolute() else Path(project_dir) / path)
+    def remove_cache(self, name: str) -> None:
+        """Remove one folder of ``files/`` named by `stale_caches`.
+
+        Raises:
+            StoreError: the name is not an entry of this store's ``files/``.
+        """
+        _remove(_entry_of(self.files_dir, name, self.url))
+
+    def tidy(self) -> None:
+        """Remove the shard folders under ``objects/`` that deleting objects left empty."""
+        for name in _sorted_entries(self.objects_dir):
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(self.objects_dir, name))  # only succeeds when empty
 
 
 def _file_size(path: str) -> int | None:
@@ -361,6 +368,32 @@ def _sorted_entries(path: str) -> list[str]:
         return sorted(os.listdir(path))
     except FileNotFoundError:
         return []
+
+
+def _entry_of(folder: str, name: str, url: str) -> str:
+    """``name`` when it is an entry directly inside ``folder``; refuse anything else."""
+    if os.path.dirname(name) != folder or os.path.basename(name) in ("", ".", ".."):
+        raise StoreError(f"{name!r} is not an entry of {folder} in the store {url}; take names from `cairn gc`.")
+    return name
+
+
+def _tree_size(path: str) -> int:
+    if not os.path.isdir(path) or os.path.islink(path):
+        return os.lstat(path).st_size
+    total = 0
+    for base, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(base, name)).st_size
+    return total
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def _fsync_dir(path: str) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import ClassVar
 
+from cairn.errors import StoreError
 from cairn.storage.artifacts import HashingWriter, check_digest, missing_object, verify_object
 
 
@@ -88,3 +89,29 @@ class MemoryArtifactStore:
         """Always None: objects in memory are not files."""
         check_digest(digest)
         return None
+
+    # ---- maintenance (the `StoreMaintenance` port): no root to quarantine to, and no leftovers ------
+
+    def quarantine(self, digest: str, folder: str) -> str:
+        """Delete the object: a dict has no folder to move it to. Returns ``"deleted"``."""
+        self.delete(digest)
+        return "deleted"
+
+    def stale_uploads(self, before: float) -> list[tuple[str, int]]:
+        """None: a writer publishes from its own buffer, so nothing is left behind."""
+        return []
+
+    def remove_upload(self, name: str) -> None:
+        """Refuse: the store has no unfinished uploads."""
+        raise StoreError(f"{name!r} is not an unfinished upload of {self.url}: it has none.")
+
+    def stale_caches(self, keep: Container[str], before: float) -> list[tuple[str, int]]:
+        """None: objects in memory are not rebuilt into folders of the store."""
+        return []
+
+    def remove_cache(self, name: str) -> None:
+        """Refuse: the store has no caches."""
+        raise StoreError(f"{name!r} is not a cache of {self.url}: it has none.")
+
+    def tidy(self) -> None:
+        """Nothing to tidy."""

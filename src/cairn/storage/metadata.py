@@ -8,9 +8,9 @@ import json
 import operator
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
+from cairn.core.keys import step_label
 from cairn.core.records import (
     ABANDONED,
     PENDING,
@@ -24,13 +24,13 @@ from cairn.core.records import (
     StepRecord,
 )
 from cairn.errors import LeaseLost, StoreError, UsageError
+from cairn.storage.attempts import RELEASED, AttemptLeases, Claim
 from cairn.storage.datasets import DatasetRecords
 from cairn.storage.dialect import Cursor, dialect_for_url
 from cairn.storage.pools import PoolSlots
 from cairn.storage.schema import schema_is_current, upgrade_schema
 
 _CHUNK = 500  # values per IN list
-_RELEASED = 0.0  # expires_at of a released lease; the row stays so that its token keeps growing
 
 _RUN_COLUMNS = (
     "r.run_id, r.status, r.selection, r.created_at, r.finished_at, r.heartbeat_at, r.args, "
@@ -41,25 +41,16 @@ _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _STEP_FIELDS = [f.name for f in dataclasses.fields(StepRecord)]
 _STEP_COLUMNS = ", ".join(_STEP_FIELDS)
 _step_params = operator.attrgetter(*_STEP_FIELDS)
-_ATTEMPT_FIELDS = [f.name for f in dataclasses.fields(AttemptRecord)]
-_ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
-_attempt_params = operator.attrgetter(*_ATTEMPT_FIELDS)
 _MAT_FIELDS = ["id", *(f.name for f in dataclasses.fields(Materialization) if f.name not in ("id", "inputs"))]
 _MAT_COLUMNS = ", ".join(_MAT_FIELDS)
 _MAT_JSON = frozenset({"code_parts", "params", "metadata", "metrics"})
 _MAT_WRITTEN = [name for name in _MAT_FIELDS if name not in ("id", "created_at")]
 
-# Upserts replace every column after the primary key (steps: 3 columns, attempts: 4).
+# Upserts replace every column after the primary key (3 columns).
 _UPSERT_STEP = (
     f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES ({', '.join('?' * len(_STEP_FIELDS))}) "
     "ON CONFLICT (run_id, asset, partition) DO UPDATE SET "
     + ", ".join(f"{name} = excluded.{name}" for name in _STEP_FIELDS[3:])
-)
-_UPSERT_ATTEMPT = (
-    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES "
-    f"({', '.join('COALESCE(?, {now})' if name == 'started_at' else '?' for name in _ATTEMPT_FIELDS)}) "
-    "ON CONFLICT (run_id, asset, partition, attempt) DO UPDATE SET "
-    + ", ".join(f"{name} = excluded.{name}" for name in _ATTEMPT_FIELDS[4:])
 )
 _INSERT_MAT = (
     f"INSERT INTO materializations ({', '.join(_MAT_WRITTEN)}, created_at) "
@@ -101,7 +92,7 @@ def open_metadata(url: str, project_dir: str | os.PathLike[str]) -> MetadataStor
     return store
 
 
-class MetadataStore(DatasetRecords, PoolSlots):
+class MetadataStore(AttemptLeases, DatasetRecords, PoolSlots):
     """Records of runs and their results in one SQL database (SQLite or PostgreSQL); used from one thread.
 
     Each write is one short transaction (see `Database`). Times that order events between engines
@@ -230,7 +221,7 @@ class MetadataStore(DatasetRecords, PoolSlots):
         )
         cur.execute(
             self._sql("UPDATE leases SET expires_at = ? WHERE run_id = ? AND expires_at > ?"),
-            (_RELEASED, run_id, _RELEASED),
+            (RELEASED, run_id, RELEASED),
         )
         self._release_run_slots(cur, run_id)
 
@@ -281,7 +272,7 @@ class MetadataStore(DatasetRecords, PoolSlots):
         rows = self._rows("list runs", f"SELECT {_RUN_COLUMNS} ORDER BY r.id DESC LIMIT ?", (limit,))
         return [_run(row) for row in rows]
 
-    # -- steps and attempts ------------------------------------------------------------------------
+    # -- steps ---------------------------------------------------------------------------------------
 
     def upsert_steps(self, steps: Sequence[StepRecord]) -> None:
         """Insert or replace steps by (run_id, asset, partition), all in one transaction."""
@@ -299,135 +290,26 @@ class MetadataStore(DatasetRecords, PoolSlots):
         )
         return [StepRecord(*row) for row in rows]
 
-    def start_attempt(self, attempt: AttemptRecord) -> None:
-        """Record an attempt (or replace the record of the same attempt number).
-
-        A `started_at` of 0 means now on the database's clock.
-        """
-        self._write1(
-            f"record attempt {attempt.attempt} of {_step_name(attempt)}", _UPSERT_ATTEMPT, self._attempt_row(attempt)
-        )
-
-    @staticmethod
-    def _attempt_row(attempt: AttemptRecord) -> list[Any]:
-        params = list(_attempt_params(attempt))
-        params[_ATTEMPT_FIELDS.index("started_at")] = attempt.started_at or None
-        return params
-
-    def finish_attempt(
-        self, run_id: str, asset: str, partition: str, attempt: int, status: str, error: str | None = None
-    ) -> None:
-        """Set an attempt's outcome and finish time (database clock)."""
-        self._write1(
-            f"finish attempt {attempt} of {asset}@{partition}",
-            "UPDATE attempts SET status = ?, finished_at = {now}, error = ? "
-            "WHERE run_id = ? AND asset = ? AND partition = ? AND attempt = ?",
-            (status, error, run_id, asset, partition, attempt),
-        )
-
-    def attempts(self, run_id: str) -> list[AttemptRecord]:
-        """The attempts of a run, ordered by asset, partition and attempt number."""
-        rows = self._rows(
-            f"read the attempts of run {run_id}",
-            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY asset, partition, attempt",
-            (run_id,),
-        )
-        return [AttemptRecord(*row) for row in rows]
-
-    # -- leases ------------------------------------------------------------------------------------
-
-    def acquire_lease(
-        self, cache_key: str, run_id: str, owner: str, ttl_s: float, attempt: AttemptRecord | None = None
-    ) -> int | None:
-        """Take the lease on a cache key if it is free, expired, or already held by the same run.
-
-        Args:
-            cache_key: What is being computed.
-            run_id: The run that computes it.
-            owner: Who holds the lease, for humans (host, process, attempt).
-            ttl_s: Seconds until the lease expires unless renewed.
-            attempt: When given, recorded in the same transaction if the lease is taken, with the new
-                token as its `lease_token` (one commit instead of two per started attempt).
-
-        Returns:
-            The new fencing token (one more than the key's previous token), or None when another run
-            holds an unexpired lease.
-        """
-
-        def acquire(cur: Cursor) -> int | None:
-            cur.execute(
-                self._sql(
-                    "INSERT INTO leases (cache_key, token, run_id, owner, expires_at) "
-                    "VALUES (?, 1, ?, ?, {now} + ?) "
-                    "ON CONFLICT (cache_key) DO UPDATE SET token = leases.token + 1, "
-                    "run_id = excluded.run_id, owner = excluded.owner, expires_at = excluded.expires_at "
-                    "WHERE leases.expires_at < {now} OR leases.run_id = excluded.run_id RETURNING token"
-                ),
-                (cache_key, run_id, owner, ttl_s),
-            )
-            row = cur.fetchone()
-            if row is None:
-                return None
-            if attempt is not None:
-                cur.execute(self._sql(_UPSERT_ATTEMPT), self._attempt_row(replace(attempt, lease_token=int(row[0]))))
-            return int(row[0])
-
-        return self._transaction(f"acquire the lease on {cache_key}", acquire)
-
-    def renew_leases(self, leases: Sequence[tuple[str, int]], ttl_s: float) -> list[str]:
-        """Extend leases that are still held, by `ttl_s` from the database's now.
-
-        Args:
-            leases: ``(cache_key, token)`` pairs.
-            ttl_s: Seconds until each lease expires unless renewed again.
-
-        Returns:
-            The cache keys whose lease was lost: taken over by a newer token, or released.
-        """
-        if not leases:
-            return []
-
-        def renew(cur: Cursor) -> list[str]:
-            lost = []
-            query = self._sql(
-                "UPDATE leases SET expires_at = {now} + ? WHERE cache_key = ? AND token = ? AND expires_at > ?"
-            )
-            # In key order, so that engines renewing overlapping sets lock rows in one order.
-            for cache_key, token in sorted(leases):
-                cur.execute(query, (ttl_s, cache_key, token, _RELEASED))
-                if cur.rowcount != 1:
-                    lost.append(cache_key)
-            return lost
-
-        return self._transaction(f"renew {len(leases)} leases", renew)
-
-    def release_lease(self, cache_key: str, token: int) -> None:
-        """Give a lease up, if `token` is still the current one; otherwise do nothing."""
-        self._write1(
-            f"release the lease on {cache_key}",
-            "UPDATE leases SET expires_at = ? WHERE cache_key = ? AND token = ?",
-            (_RELEASED, cache_key, token),
-        )
-
-    def lease_holder(self, cache_key: str) -> tuple[str, float] | None:
-        """``(run_id, expires_at)`` of the unexpired lease on a cache key, or None."""
-        rows = self._rows(
-            f"read the lease on {cache_key}",
-            "SELECT run_id, expires_at FROM leases WHERE cache_key = ? AND expires_at >= {now}",
-            (cache_key,),
-        )
-        return (str(rows[0][0]), float(rows[0][1])) if rows else None
-
-    def lease_owner(self, cache_key: str) -> tuple[str, str] | None:
-        """``(run_id, owner)`` of the unexpired lease on a cache key, or None."""
-        rows = self._rows(
-            f"read the lease on {cache_key}",
-            "SELECT run_id, owner FROM leases WHERE cache_key = ? AND expires_at >= {now}",
-            (cache_key,),
-        )
-        return (str(rows[0][0]), str(rows[0][1])) if rows else None
-
     # -- materializations --------------------------------------------------------------------------
+
+    def claim(self, cache_key: str, run_id: str, owner: str, ttl_s: float, attempt: AttemptRecord) -> Claim:
+        """Claim a cache key for an attempt: take its lease and record the attempt, in one transaction.
+
+        Args:
+            cache_key: What the attempt computes.
+            run_id: The run of the attempt.
+            owner: The engine (``host:process``).
+            ttl_s: Seconds until the lease expires unless renewed.
+            attempt: Recorded, with the new token as its `lease_token`, when the lease is granted.
+
+        Returns:
+            Granted with the token (and, when the key was leased before, the newest result committed with
+            it since), or held by another run, with that run's id and owner.
+        """
+
+        token, holder, committed = self._claim(cache_key, run_id, owner, ttl_s, attempt)
+        mats = self.materializations_by_id([committed]) if committed is not None else []
+        return Claim(token, holder, mats[0] if mats else None)
 
     def commit_materialization(self, mat: Materialization, step: StepRecord, lease: tuple[str, int] | None) -> int:
         """Record a result: the moment it exists.
@@ -453,7 +335,7 @@ class MetadataStore(DatasetRecords, PoolSlots):
             if lease is not None:
                 cur.execute(
                     self._sql("UPDATE leases SET expires_at = ? WHERE cache_key = ? AND token = ? AND expires_at > ?"),
-                    (_RELEASED, lease[0], lease[1], _RELEASED),
+                    (RELEASED, lease[0], lease[1], RELEASED),
                 )
                 if cur.rowcount != 1:
                     raise LeaseLost(
@@ -695,12 +577,8 @@ def _chunks(values: list[Any]) -> list[list[Any]]:
     return [values[start : start + _CHUNK] for start in range(0, len(values), _CHUNK)]
 
 
-def _step_name(record: AttemptRecord | StepRecord) -> str:
-    return f"{record.asset}@{record.partition}" if record.partition else record.asset
-
-
 def _mat_params(mat: Materialization) -> list[Any]:
-    step = f"{mat.asset}@{mat.partition}"
+    step = step_label(mat.asset, mat.partition)
     return [
         _dumps(getattr(mat, name), f"the {name} of {step}") if name in _MAT_JSON else getattr(mat, name)
         for name in _MAT_WRITTEN

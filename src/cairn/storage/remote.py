@@ -11,7 +11,8 @@ shows the whole object or nothing. So nothing is sent before the digest is known
 
 Filesystems that are not object stores (sftp, hdfs, ...) get the bytes under ``tmp/<host>-<pid>-<id>.part``
 first and a move into place, the staging key removed on failure. Unfinished uploads (an S3 multipart upload
-of a killed writer, a stale staging key) are listed by `stale_uploads` for `cairn gc`.
+of a killed writer, a stale staging key) are listed by `stale_uploads` for `cairn gc`, which reaches them,
+like `quarantine`, through the `cairn.storage.base.StoreMaintenance` port.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from datetime import datetime
 from typing import IO, Any
 
@@ -264,6 +265,21 @@ class FsspecArtifactStore:
                 self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=object_key, UploadId=upload_id)
             else:
                 self.fs.rm_file(key)
+
+    def stale_caches(self, keep: Container[str], before: float) -> list[tuple[str, int]]:
+        """None: `cairn.Files` are rebuilt in a local temporary folder, not in the store."""
+        return []
+
+    def remove_cache(self, name: str) -> None:
+        """Refuse: the store holds no caches.
+
+        Raises:
+            StoreError: always.
+        """
+        raise StoreError(f"{name!r} is not a cache of {self.url}: it holds none.")
+
+    def tidy(self) -> None:
+        """Nothing: object stores keep no empty folders, and on other filesystems empty shards are harmless."""
 
     def _upload(self, source: bytes | str, key: str) -> None:
         if isinstance(source, str):

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import threading
 import time
+from dataclasses import replace
 from types import TracebackType
 
 import pytest
@@ -120,6 +121,11 @@ def start_attempt(store: MetadataStore, mat: Materialization, token: int | None 
     store.start_attempt(
         AttemptRecord(mat.run_id, mat.asset, mat.partition, mat.attempt, RUNNING, time.time(), lease_token=token)
     )
+
+
+def _attempt(mat: Materialization, run_id: str | None = None) -> AttemptRecord:
+    """The running attempt that claims `mat`'s cache key (for `run_id`, or `mat`'s run)."""
+    return AttemptRecord(run_id or mat.run_id, mat.asset, mat.partition, mat.attempt, RUNNING, 0.0)
 
 
 def _same_content(stored: Materialization, expected: Materialization) -> None:
@@ -452,6 +458,38 @@ class MetadataStoreContract:
         with pytest.raises(LeaseLost):
             store.commit_materialization(mat, make_step(mat), ("k1", token))
         assert store.acquire_lease("k1", "run-2", "host:2", ttl_s=600) == 2
+
+    def test_a_claim_is_granted_held_or_finds_the_committed_result(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        start_run(store, "run-2")
+        mat = make_mat("k1", run_id="run-1", inputs=())
+        first = store.claim("k1", "run-1", "host:1", 600, _attempt(mat))
+        assert (first.token, first.holder, first.committed) == (1, None, None)
+        [recorded] = store.attempts("run-1")
+        assert (recorded.status, recorded.lease_token) == (RUNNING, 1)
+        held = store.claim("k1", "run-2", "host:2", 600, _attempt(mat, "run-2"))
+        assert (held.token, held.holder, held.committed) == (None, ("run-1", "host:1"), None)
+        assert store.attempts("run-2") == [], "an attempt that was not granted is not recorded"
+        store.commit_materialization(mat, make_step(mat), ("k1", 1))
+        after = store.claim("k1", "run-2", "host:2", 600, _attempt(mat, "run-2"))
+        assert after.token == 2 and after.holder is None
+        assert after.committed is not None and after.committed.data_version == mat.data_version
+
+    def test_ending_an_attempt_records_it_and_frees_its_lease_in_one_call(self, store: MetadataStore) -> None:
+        start_run(store, "run-1")
+        mat = make_mat("k1", run_id="run-1", inputs=())
+        claim = store.claim("k1", "run-1", "host:1", 600, _attempt(mat))
+        assert claim.token is not None
+        store.end_attempt("run-1", mat.asset, mat.partition, mat.attempt, FAILED, "boom", ("k1", claim.token))
+        [ended] = store.attempts("run-1")
+        assert (ended.status, ended.error) == (FAILED, "boom") and ended.finished_at is not None
+        assert store.lease_holder("k1") is None
+        retry = store.claim("k1", "run-1", "host:1", 600, replace(_attempt(mat), attempt=2))
+        assert retry.token == 2
+        store.end_attempt("run-1", mat.asset, mat.partition, 2, FAILED, "stale", ("k1", 1))  # a stale token
+        assert store.lease_holder("k1") is not None, "a stale token must not free the current lease"
+        store.end_attempt("run-1", mat.asset, mat.partition, 2, FAILED, "again")
+        assert store.lease_holder("k1") is not None
 
     def test_commit_without_a_lease(self, store: MetadataStore) -> None:
         start_run(store, "run-1")
