@@ -25,9 +25,11 @@ class StoreHistory:
         mat = self._latest.get((step.asset, step.partition))
         if mat is None or mat.cache_key != cache_key:
             mat = self._meta.find_by_cache_key(cache_key)
-        if mat is not None and self._artifacts.size(mat.data_version) == mat.size:
-            return mat
-        return None
+        return mat if mat is not None and self.present(mat) else None
+
+    def present(self, mat: Materialization) -> bool:
+        """Whether a materialization's object is stored with its recorded size (its hash is checked on read)."""
+        return self._artifacts.size(mat.data_version) == mat.size
 
     def previous(self, step: StepId) -> Materialization | None:
         return self._latest.get((step.asset, step.partition))

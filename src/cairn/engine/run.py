@@ -501,7 +501,7 @@ class Engine:
     def _pinned(self, step: StepId) -> R.Materialization | None:
         """With --snapshot, an upstream step outside the selection reads its pinned materialization."""
         mat = self.pinned.get((step.asset, step.partition))
-        if mat is None or step.asset in self.targets or self.artifacts.size(mat.data_version) != mat.size:
+        if mat is None or step.asset in self.targets or not self.history.present(mat):
             return None
         return mat
 
@@ -621,7 +621,7 @@ class Engine:
             st.status = "waiting"
             return
         hit = claim.committed
-        if hit is not None and st.spec.cache and step not in self.forced and self._present(hit):
+        if hit is not None and st.spec.cache and step not in self.forced and self.history.present(hit):
             # Another run committed this key since this run decided: its result is as good as this one.
             self._give_pool_slot_back(step)
             self.meta.end_attempt(
@@ -683,7 +683,7 @@ class Engine:
                 self._snapshots[name] = self.meta.snapshot(name)
             return self._snapshots[name]
 
-        return baselines.resolve(st.asset, st.step, self._keys(st.asset), latest, self._present, pinned)
+        return baselines.resolve(st.asset, st.step, self._keys(st.asset), latest, self.history.present, pinned)
 
     def _references_settled(self, st: _State) -> bool:
         """Whether the earlier partitions a drift check compares with, when part of this run, have settled."""
@@ -696,10 +696,6 @@ class Engine:
             if known is not None and known.status not in (R.EXECUTED, R.CACHED, R.FAILED, R.SKIPPED):
                 return False
         return True
-
-    def _present(self, mat: R.Materialization) -> bool:
-        """Whether a materialization's object is stored with its recorded size (read later, checksum-verified)."""
-        return self.artifacts.size(mat.data_version) == mat.size
 
     def _end_attempt(self, st: _State, status: str, error: str | None = None) -> None:
         """Record how the step's current attempt ended and give up its lease, if it still holds one."""

@@ -174,15 +174,6 @@ class AttemptLeases(Database):
         )
         return (str(rows[0][0]), float(rows[0][1])) if rows else None
 
-    def lease_owner(self, cache_key: str) -> tuple[str, str] | None:
-        """``(run_id, owner)`` of the unexpired lease on a cache key, or None."""
-        rows = self._rows(
-            f"read the lease on {cache_key}",
-            "SELECT run_id, owner FROM leases WHERE cache_key = ? AND expires_at >= {now}",
-            (cache_key,),
-        )
-        return (str(rows[0][0]), str(rows[0][1])) if rows else None
-
     def _claim(
         self, cache_key: str, run_id: str, owner: str, ttl_s: float, attempt: AttemptRecord
     ) -> tuple[int | None, tuple[str, str] | None, int | None]:
