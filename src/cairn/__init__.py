@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         weekly,
     )
     from cairn.core.retry import Retry
+    from cairn.engine.backfill import BackfillResult
     from cairn.engine.context import Context
     from cairn.engine.run import RunResult
     from cairn.errors import (
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
         DefinitionError,
         Fatal,
         NonRetryable,
+        SourceMissing,
         StepCrashed,
         StepFailed,
         StepTimeout,
@@ -103,6 +105,7 @@ _LAZY = {
             "DefinitionError",
             "Fatal",
             "NonRetryable",
+            "SourceMissing",
             "StepCrashed",
             "StepFailed",
             "StepTimeout",
@@ -128,6 +131,14 @@ def __dir__() -> list[str]:
 def materialize(selection: Any = (), **options: Any) -> RunResult:
     """Run a selection of a project; see `cairn.engine.api.materialize` for the options."""
     from cairn.engine.api import materialize as run
+
+    return run(selection, **options)
+
+
+def backfill(selection: Any = (), **options: Any) -> BackfillResult:
+    """Run a selection over a partition range as a recorded, resumable backfill (or resume one with
+    ``resume=ID``); see `cairn.engine.backfill.backfill` for the options."""
+    from cairn.engine.backfill import backfill as run
 
     return run(selection, **options)
 
@@ -160,6 +171,7 @@ __all__ = [
     "Resources",
     "Retry",
     "Snapshot",
+    "SourceMissing",
     "StepCrashed",
     "StepFailed",
     "StepTimeout",
@@ -169,6 +181,7 @@ __all__ = [
     "Window",
     "__version__",
     "asset",
+    "backfill",
     "check",
     "col",
     "daily",

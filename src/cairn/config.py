@@ -12,7 +12,7 @@ from typing import Any
 
 from cairn.core.keys import validate_name
 from cairn.core.retry import BreakerPolicy, Retry
-from cairn.errors import ConfigError, DefinitionError, did_you_mean
+from cairn.errors import ConfigError, DefinitionError, UsageError, did_you_mean
 
 CONFIG_FILE = "cairn.toml"
 EXECUTOR_KINDS = ("inline", "thread", "process", "dask", "ray")
@@ -263,3 +263,21 @@ def _name(value: Any, what: str) -> str:
         return validate_name(value, what)
     except DefinitionError as exc:
         raise ConfigError(f"{CONFIG_FILE}: {exc}") from exc
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """Param overrides from ``asset.param=value`` strings (`cairn run --set`); a value is a TOML literal
+    (``14``, ``true``, ``[1, 2]``, ``"x"``), else the plain string."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, eq, raw = item.partition("=")
+        asset, dot, param = target.strip().partition(".")
+        if not eq or not dot or not asset or not param:
+            raise UsageError(f"--set {item!r} must look like asset.param=value, e.g. --set train.num_trees=800")
+        value: Any
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out.setdefault(asset, {})[param] = value
+    return out

@@ -84,6 +84,10 @@ class StepCrashed(CairnError):
     """The worker process running a step died (killed, out of memory, segfault)."""
 
 
+class SourceMissing(CairnError):
+    """A source asset that is not partitioned has no file at its `path`."""
+
+
 class LeaseLost(CairnError):
     """An attempt's lease was taken over by another engine; its result is not committed."""
 

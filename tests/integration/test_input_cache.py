@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 import cairn
-from cairn.engine import step
-from cairn.engine.step import _TableCache
+from cairn.io import reading
+from cairn.io.reading import _TableCache
 from tests.conftest import ProjectFactory
 
 SHARED_INPUT = """
@@ -45,7 +45,7 @@ def test_a_step_that_changes_its_input_in_place_does_not_change_what_the_next_st
     assert cairn.load("mutates", project=root) == {"sum": 306}
     assert cairn.load("reads", project=root) == {"sum": 6, "columns": ["x", "y"]}
     assert cairn.load("as_polars", project=root) == {"sum": 6}
-    assert step._tables.get(result["base"].data_version or "") is None  # released with the run
+    assert reading._tables.get(result["base"].data_version or "") is None  # released with the run
 
 
 def table(rows: int) -> pa.Table:
@@ -76,13 +76,13 @@ def test_a_worker_reads_and_parses_an_input_once(monkeypatch: pytest.MonkeyPatch
     from cairn.io import dump
     from cairn.storage.memory import MemoryArtifactStore
 
-    monkeypatch.setattr(step, "_tables", _TableCache(1 << 20))
+    monkeypatch.setattr(reading, "_tables", _TableCache(1 << 20))
     store = MemoryArtifactStore()
     stored = dump(pd.DataFrame({"x": [1, 2, 3]}), store)
     reads: list[str] = []
     read_bytes = store.read_bytes
     monkeypatch.setattr(store, "read_bytes", lambda digest, size: reads.append(digest) or read_bytes(digest, size))
-    first, second = step._load_input(stored, store), step._load_input(stored, store)
+    first, second = reading._load_input(stored, store), reading._load_input(stored, store)
     assert reads == [stored.data_version]
     pd.testing.assert_frame_equal(first, second)
     assert first is not second

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 import cairn.io.parquet
 from cairn.core.records import StoredValue
-from cairn.errors import CorruptObject, SerializationError
+from cairn.errors import CorruptObject, MissingObject, SerializationError
 from cairn.io import Files, dump, load
+from cairn.io.reading import SOURCE_FORMAT, BadInput, convert_table, load_inputs, load_stored
 from cairn.io.serializers import IO_NAMES
 from cairn.storage.artifacts import LocalArtifactStore
 from cairn.storage.memory import MemoryArtifactStore
@@ -410,3 +411,72 @@ def test_a_hostile_manifest_cannot_write_outside_the_cache(store: MemoryArtifact
     with pytest.raises(SerializationError, match=r"unsafe path '\.\./\.\./escape\.txt'"):
         load(StoredValue(manifest.data_version, manifest.size, "files", "files"), store)
     assert not list(tmp_path.rglob("escape.txt"))
+
+
+def test_a_source_is_read_back_by_its_file_type(store: MemoryArtifactStore) -> None:
+    def source(data: bytes, suffix: str) -> StoredValue:
+        digest, size = store.put_bytes(data)
+        return StoredValue(digest, size, SOURCE_FORMAT, suffix)
+
+    assert load_stored(source(b'{"a": [1, 2]}', ".json"), store) == {"a": [1, 2]}
+    assert load_stored(source(b"x,y\n1,a\n", ".csv"), store).to_pydict() == {"x": [1], "y": ["a"]}
+    assert load_stored(source(b"select 1\n", ".sql"), store) == "select 1\n"
+    assert load_stored(source(b"\x00\x01", ".bin"), store) == b"\x00\x01"
+
+
+def test_a_damaged_source_is_refused_before_it_is_parsed(store: MemoryArtifactStore) -> None:
+    digest, size = store.put_bytes(b'{"a": 1}')
+    store.objects[digest] = b'{"a": 2}'
+    with pytest.raises(CorruptObject):
+        load_stored(StoredValue(digest, size, SOURCE_FORMAT, ".json"), store)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "kind"),
+    [("pd.DataFrame", pd.DataFrame), ("polars.DataFrame", pl.DataFrame), ("pa.Table", pa.Table)],
+)
+def test_a_table_is_converted_to_the_type_its_parameter_is_annotated_with(annotation: str, kind: type) -> None:
+    for value in (pd.DataFrame({"x": [1, 2]}), pl.DataFrame({"x": [1, 2]}), pa.table({"x": [1, 2]})):
+        converted = convert_table(value, annotation)
+        assert isinstance(converted, kind)
+        values = converted["x"].to_pylist() if kind is pa.Table else list(converted["x"])
+        assert values == [1, 2]
+
+
+def test_a_table_without_a_table_annotation_is_left_as_it_is() -> None:
+    frame = pd.DataFrame({"x": [1]})
+    assert convert_table(frame, "") is frame
+    assert convert_table(frame, "Any") is frame
+    assert convert_table({"x": 1}, "pl.DataFrame") == {"x": 1}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """An input to load, as `cairn.engine.jobs.InputSpec` has it."""
+
+    param: str
+    stored: StoredValue
+    annotation: str = ""
+    key: str | None = None
+
+
+def test_windowed_inputs_load_as_a_dict_by_partition_key_converted_per_value(store: MemoryArtifactStore) -> None:
+    day1, day2 = dump(pd.DataFrame({"x": [1]}), store), dump(pd.DataFrame({"x": [2]}), store)
+    specs = [
+        Spec("days", day1, "dict[str, pl.DataFrame]", "2026-06-01"),
+        Spec("days", day2, "dict[str, pl.DataFrame]", "2026-06-02"),
+        Spec("n", dump(3, store), "int"),
+    ]
+    loaded = load_inputs(specs, store)
+    assert loaded["n"] == 3
+    assert sorted(loaded["days"]) == ["2026-06-01", "2026-06-02"]
+    assert all(isinstance(v, pl.DataFrame) for v in loaded["days"].values())
+    assert loaded["days"]["2026-06-02"]["x"].to_list() == [2]
+
+
+def test_a_missing_input_names_its_data_version(store: MemoryArtifactStore) -> None:
+    stored = dump({"a": 1}, MemoryArtifactStore())
+    with pytest.raises(BadInput) as raised:
+        load_inputs([Spec("a", stored)], store)
+    assert raised.value.version == stored.data_version
+    assert isinstance(raised.value.error, MissingObject)

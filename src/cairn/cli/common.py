@@ -1,4 +1,5 @@
-"""What every command shares: the -C option, --set parsing, JSON output, error rendering, time formats."""
+"""What every command shares: the -C option, opening a project's stores, --set parsing, JSON output, error
+rendering, time formats."""
 
 from __future__ import annotations
 
@@ -7,15 +8,24 @@ import json
 import os
 import sys
 import time
-import tomllib
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cairn.errors import UsageError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the CLI imports these where a command needs them: `cairn --help` stays fast
     from rich.console import Console
+    from rich.table import Table
+
+    from cairn.config import Settings
+    from cairn.core.records import Materialization
+    from cairn.engine.api import Stores
+    from cairn.project import Project
+    from cairn.storage.base import ArtifactStore
+    from cairn.storage.metadata import MetadataStore
 
 ProjectOpt = Annotated[str, typer.Option("-C", "--project", help="The project folder (holding cairn.toml).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -52,7 +62,51 @@ def _width() -> int:
         return 160
 
 
-def check_summary(materializations: list[Any]) -> str:
+class ProjectStores:
+    """A project's settings and its stores: the metadata database is open, the artifact store opens on first use
+    (commands about history never touch it, and a remote one costs an import and a connection)."""
+
+    def __init__(self, settings: Settings, meta: MetadataStore) -> None:
+        self.settings = settings
+        self.meta = meta
+        self._artifacts: ArtifactStore | None = None
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        if self._artifacts is None:
+            from cairn.storage.factory import open_artifacts
+
+            s = self.settings
+            self._artifacts = open_artifacts(s.artifacts, s.root, s.artifacts_options)
+        return self._artifacts
+
+    @property
+    def stores(self) -> Stores:
+        """Both stores, as the engine's functions take them."""
+        from cairn.engine.api import Stores
+
+        return Stores(self.meta, self.artifacts)
+
+
+@contextmanager
+def project_stores(project: str | Project) -> Iterator[ProjectStores]:
+    """Read a project's cairn.toml (or take a loaded project's settings) and open its stores; close them after."""
+    from cairn.storage.metadata import open_metadata
+
+    if isinstance(project, str):
+        from cairn.config import load_settings
+
+        settings = load_settings(project)
+    else:
+        settings = project.settings
+    meta = open_metadata(settings.database, settings.root)
+    try:
+        yield ProjectStores(settings, meta)
+    finally:
+        meta.close()
+
+
+def check_summary(materializations: list[Materialization]) -> str:
     """``ok``, ``2 warnings`` or ``-`` from the rule results recorded with materializations."""
     results = [r for m in materializations for r in m.metadata.get("cairn.checks", [])]
     if not results:
@@ -91,7 +145,7 @@ def _row(cells: list[str], widths: list[int], bold: bool = False, colour: bool =
     return "  ".join(parts).rstrip()
 
 
-def table(*columns: str) -> Any:
+def table(*columns: str) -> Table:
     """A borderless Rich table with bold headers."""
     from rich.table import Table
 
@@ -107,27 +161,14 @@ def partition_range(partition: str | None, first: str | None, last: str | None) 
     return (first, last) if first is not None and last is not None else None
 
 
-def parse_sets(values: list[str] | None) -> dict[str, dict[str, Any]]:
+def parse_sets(values: list[str] | None) -> dict[str, dict[str, object]]:
     """Parse ``--set asset.param=value`` options; values are TOML literals, else plain strings."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in values or []:
-        target, eq, raw = item.partition("=")
-        asset, dot, param = target.strip().partition(".")
-        if not eq or not dot or not asset or not param:
-            raise UsageError(f"--set {item!r} must look like asset.param=value, e.g. --set train.num_trees=800")
-        out.setdefault(asset, {})[param] = toml_literal(raw.strip())
-    return out
+    from cairn.config import parse_overrides
+
+    return parse_overrides(values or [])
 
 
-def toml_literal(raw: str) -> Any:
-    """``14`` → 14, ``true`` → True, ``[1, 2]`` → [1, 2], ``"x"`` → "x"; anything else stays a string."""
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def print_json(data: Any) -> None:
+def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,7 @@ from cairn.cli.common import (
     escape,
     parse_sets,
     print_json,
+    project_stores,
     short,
     styled,
     table,
@@ -25,19 +26,16 @@ from cairn.cli.common import (
 from cairn.cli.run import execute_with_progress, exit_for, summary
 from cairn.errors import UsageError
 
+if TYPE_CHECKING:
+    from cairn.core.records import BackfillRecord
+    from cairn.project import Project
+
 snapshot_app = typer.Typer(help="Pin the current data versions of a selection as a named dataset version.")
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(snapshot_app, name="snapshot")
     app.command()(backfill)
-
-
-def _stores(project: str) -> Any:
-    from cairn.config import load_settings
-    from cairn.engine.api import open_stores
-
-    return open_stores(load_settings(project))
 
 
 @snapshot_app.command("create")
@@ -55,7 +53,7 @@ def snapshot_create(
     validate_name(name, "snapshot")
     proj = load_project(project)
     chosen = select(proj.graph, selection or [])
-    with _stores(project) as stores:
+    with project_stores(proj) as stores:
         latest = stores.meta.latest_materializations()
         entries = [(a, p, m.id) for (a, p), m in sorted(latest.items()) if a in chosen]
         if not entries:
@@ -70,15 +68,10 @@ def snapshot_create(
 @snapshot_app.command("list")
 def snapshot_list(project: ProjectOpt = ".", as_json: JsonOpt = False) -> None:
     """Every snapshot, newest first."""
-    with _stores(project) as stores:
+    with project_stores(project) as stores:
         records = stores.meta.snapshots()
     if as_json:
-        print_json(
-            [
-                {"name": r.name, "created_at": r.created_at, "selection": r.selection, "entries": r.entries}
-                for r in records
-            ]
-        )
+        print_json([r.to_dict() for r in records])
         return
     grid = table("snapshot", "created", "selection", "entries")
     for r in records:
@@ -91,22 +84,11 @@ def snapshot_show(
     name: Annotated[str, typer.Argument(help="The snapshot.")], project: ProjectOpt = ".", as_json: JsonOpt = False
 ) -> None:
     """The materializations a snapshot pins."""
-    with _stores(project) as stores:
+    with project_stores(project) as stores:
         pinned = stores.meta.snapshot(name)
     rows = sorted(pinned.values(), key=lambda m: (m.asset, m.partition))
     if as_json:
-        print_json(
-            [
-                {
-                    "asset": m.asset,
-                    "partition": m.partition or None,
-                    "data_version": m.data_version,
-                    "run_id": m.run_id,
-                    "created_at": m.created_at,
-                }
-                for m in rows
-            ]
-        )
+        print_json([m.to_dict("asset", "partition", "data_version", "run_id", "created_at") for m in rows])
         return
     grid = table("asset", "partition", "data version", "run", "materialized")
     for m in rows:
@@ -140,122 +122,68 @@ def backfill(
     else:
         if first is None or last is None:
             raise UsageError("a backfill needs a range: cairn backfill SEL --from FIRST --to LAST")
-        _start(project, words, first, last, sets or [], profile, workers, as_json)
+        _start(project, words, (first, last), sets or [], profile, workers, as_json)
 
 
 def _start(
     project: str,
     selection: list[str],
-    first: str,
-    last: str,
+    partitions: tuple[str, str],
     sets: list[str],
     profile: str | None,
     workers: int | None,
     as_json: bool,
 ) -> None:
-    from cairn.core.records import BackfillRecord
-    from cairn.engine.run import new_run_id
+    from cairn.engine import backfill as engine
+    from cairn.project import load_project
 
-    record = BackfillRecord(
-        backfill_id="bf-" + new_run_id(),
-        selection=" ".join(selection) or "*",
-        first_key=first,
-        last_key=last,
-        status="pending",
-        created_at=0.0,
-        options={"selection": selection, "set": sets, "profile": profile, "workers": workers},
-    )
-    parse_sets(sets)
-    with _stores(project) as stores:
-        stores.meta.create_backfill(record)
-    _execute(project, record, as_json)
+    params = parse_sets(sets)
+    proj = load_project(project)
+    record = engine.start(proj, selection, partitions, params=params, profile=profile, workers=workers)
+    _execute(proj, project, record, as_json)
 
 
 def _resume(project: str, text: str, as_json: bool) -> None:
-    with _stores(project) as stores:
-        record = stores.meta.backfill(text)
-    if record.status == "succeeded":
-        console().print(f"backfill {record.backfill_id} already succeeded; running it again reuses every result")
-    _execute(project, record, as_json)
-
-
-def _execute(project: str, record: Any, as_json: bool) -> None:
-    from cairn.engine.api import execute
-    from cairn.engine.run import RunOptions
+    from cairn.engine import backfill as engine
     from cairn.project import load_project
 
-    opts = record.options
-    options = RunOptions(
-        selection=tuple(opts.get("selection") or ()),
-        workers=opts.get("workers"),
-        profile=opts.get("profile"),
-        overrides=parse_sets(opts.get("set") or []),
-        partition_range=(record.first_key, record.last_key),
-    )
-    proj = load_project(project)
+    record = engine.find(project, text)
+    if record.status == "succeeded":
+        console().print(f"backfill {record.backfill_id} already succeeded; running it again reuses every result")
+    _execute(load_project(project), project, record, as_json)
+
+
+def _execute(proj: Project, project: str, record: BackfillRecord, as_json: bool) -> None:
+    from cairn.engine import backfill as engine
+
     resume = f"cairn backfill resume {record.backfill_id}" + (f" -C {project}" if project != "." else "")
-    with _stores(project) as stores:
-
-        def link(event: Any) -> None:
-            if event.kind == "run_started":
-                stores.meta.add_backfill_run(record.backfill_id, event.run_id, event.total)
-
-        try:
-            result, elapsed = execute_with_progress(proj, options, as_json, resume, execute, link)
-        except BaseException:
-            stores.meta.finish_backfill(record.backfill_id, "interrupted")
-            raise
-        stores.meta.finish_backfill(record.backfill_id, result.status)
+    result, elapsed = execute_with_progress(lambda on_event: engine.execute(proj, record, on_event), as_json, resume)
     if as_json:
-        print_json({"backfill_id": record.backfill_id, **result.to_dict()})
+        print_json(result.to_dict())
     else:
-        summary(result, elapsed)
-        console().print(f"backfill {record.backfill_id} {styled(result.status)}")
-    exit_for(result, resume)  # a partial backfill is resumed the same way once the late data lands
+        summary(result.run, elapsed)
+        console().print(f"backfill {result.backfill_id} {styled(result.status)}")
+    exit_for(result.run, resume)  # a partial backfill is resumed the same way once the late data lands
 
 
 def _status(project: str, text: str | None, as_json: bool) -> None:
-    with _stores(project) as stores:
-        records = [stores.meta.backfill(text)] if text else stores.meta.backfills()
-        rows = [(r, _progress(stores.meta, r)) for r in records]
+    from cairn.engine import backfill as engine
+
+    rows = engine.status(project, text)
     if as_json:
-        print_json(
-            [
-                {
-                    "backfill_id": r.backfill_id,
-                    "selection": r.selection,
-                    "from": r.first_key,
-                    "to": r.last_key,
-                    "status": r.status,
-                    "runs": list(r.run_ids),
-                    **p,
-                }
-                for r, p in rows
-            ]
-        )
+        print_json([row.to_dict() for row in rows])
         return
     grid = table("backfill", "status", "range", "selection", "done", "failed", "runs", "started")
-    for r, p in rows:
+    for row in rows:
+        r, p = row.record, row.progress
         grid.add_row(
             r.backfill_id,
             styled(r.status),
             f"{r.first_key} … {r.last_key}",
             escape(r.selection),
-            f"{p['done']}/{p['total']}",
-            str(p["failed"]),
+            f"{p.done}/{p.total}",
+            str(p.failed),
             str(len(r.run_ids)),
             ago(r.created_at),
         )
     console().print(grid)
-
-
-def _progress(meta: Any, record: Any) -> dict[str, int]:
-    """Steps done across the backfill's runs, and failed in its last run."""
-    done: set[tuple[str, str]] = set()
-    failed = 0
-    for i, run_id in enumerate(record.run_ids):
-        steps = meta.run_steps(run_id)
-        done |= {(s.asset, s.partition) for s in steps if s.status in ("executed", "cached")}
-        if i == len(record.run_ids) - 1:
-            failed = sum(1 for s in steps if s.status == "failed")
-    return {"done": len(done), "failed": failed, "total": record.steps_total}

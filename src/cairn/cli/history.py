@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import statistics
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cairn.cli.common import JsonOpt, ProjectOpt, ago, console, escape, print_json, seconds, short, styled, table
+from cairn.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    ago,
+    console,
+    escape,
+    print_json,
+    project_stores,
+    seconds,
+    short,
+    styled,
+    table,
+)
+from cairn.core.keys import step_label
+
+if TYPE_CHECKING:
+    from cairn.core.records import AttemptRecord, StepRecord
+    from cairn.storage.metadata import MetadataStore
 
 
 def register(app: typer.Typer) -> None:
@@ -16,15 +33,7 @@ def register(app: typer.Typer) -> None:
     app.command()(logs)
 
 
-def _meta(project: str) -> Any:
-    from cairn.config import load_settings
-    from cairn.storage.metadata import open_metadata
-
-    settings = load_settings(project)
-    return open_metadata(settings.database, settings.root)
-
-
-def _counts(steps: list[Any]) -> dict[str, int]:
+def _counts(steps: list[StepRecord]) -> dict[str, int]:
     out: dict[str, int] = {}
     for s in steps:
         out[s.status] = out.get(s.status, 0) + 1
@@ -40,43 +49,36 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """Run history, newest first; with --metric, chosen metrics as columns."""
-    with _meta(project) as meta:
-        records = meta.list_runs(limit)
-        rows = []
-        for r in records:
-            counts = _counts(meta.run_steps(r.run_id))
-            duration = (r.finished_at - r.created_at) if r.finished_at else None
-            values = _metrics(meta, r.run_id, metric) if metric else {}
-            rows.append((r, counts, duration, values))
+    with project_stores(project) as stores:
+        meta = stores.meta
+        rows = [
+            (r, _counts(meta.run_steps(r.run_id)), _metrics(meta, r.run_id, metric) if metric else {})
+            for r in meta.list_runs(limit)
+        ]
     if as_json:
         print_json(
             [
                 {
-                    "run_id": r.run_id,
-                    "status": r.status,
-                    "selection": r.selection,
-                    "profile": r.profile,
-                    "created_at": r.created_at,
-                    "finished_at": r.finished_at,
-                    "duration_s": d,
+                    **r.to_dict(),
+                    "duration_s": r.duration_s,
                     "steps": c,
                     **({"metrics": m} if metric else {}),
                 }
-                for r, c, d, m in rows
+                for r, c, m in rows
             ]
         )
         return
     grid = table("run", "status", "started", "duration", "selection", "steps", *(metric or []))
-    for r, counts, duration, values in rows:
+    for r, counts, values in rows:
         steps = " ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         shown = [_number(values.get(m)) for m in metric or []]
         grid.add_row(
-            r.run_id, styled(r.status), ago(r.created_at), seconds(duration), escape(r.selection), steps, *shown
+            r.run_id, styled(r.status), ago(r.created_at), seconds(r.duration_s), escape(r.selection), steps, *shown
         )
     console().print(grid)
 
 
-def _metrics(meta: Any, run_id: str, names: list[str]) -> dict[str, float | None]:
+def _metrics(meta: MetadataStore, run_id: str, names: list[str]) -> dict[str, float | None]:
     """The named metrics of the materializations a run produced or reused (``asset.name`` or a bare name)."""
     mats = meta.run_materializations(run_id)
     out: dict[str, float | None] = {}
@@ -99,7 +101,8 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """One run with its steps and attempts."""
-    with _meta(project) as meta:
+    with project_stores(project) as stores:
+        meta = stores.meta
         rid = meta.resolve_run_id(run_id)
         run = meta.get_run(rid)
         steps = meta.run_steps(rid)
@@ -113,25 +116,10 @@ def show(
     if as_json:
         print_json(
             {
-                "run_id": run.run_id,
-                "status": run.status,
-                "selection": run.selection,
-                "profile": run.profile,
-                "created_at": run.created_at,
-                "finished_at": run.finished_at,
-                "args": run.args,
-                "environment": run.environment,
+                **run.to_dict(details=True),
                 "steps": [
                     {
-                        "asset": s.asset,
-                        "partition": s.partition or None,
-                        "status": s.status,
-                        "reason": s.reason,
-                        "attempts": s.attempts,
-                        "cache_key": s.cache_key,
-                        "data_version": s.data_version,
-                        "duration_s": s.duration_s,
-                        "error": s.error,
+                        **s.to_dict(),
                         "metrics": metrics.get((s.asset, s.partition), {}),
                         "checks": checks.get((s.asset, s.partition), []),
                         "metadata": added.get((s.asset, s.partition), {}),
@@ -139,33 +127,20 @@ def show(
                     }
                     for s in steps
                 ],
-                "attempts": [
-                    {
-                        "asset": a.asset,
-                        "partition": a.partition or None,
-                        "attempt": a.attempt,
-                        "status": a.status,
-                        "started_at": a.started_at,
-                        "finished_at": a.finished_at,
-                        "error": a.error,
-                    }
-                    for a in attempts
-                ],
+                "attempts": [a.to_dict() for a in attempts],
             }
         )
         return
-    duration = (run.finished_at - run.created_at) if run.finished_at else None
     console().print(
         f"run [bold]{run.run_id}[/] {styled(run.status)}  selection: {escape(run.selection)}  "
-        f"started {ago(run.created_at)}  duration {seconds(duration)}"
+        f"started {ago(run.created_at)}  duration {seconds(run.duration_s)}"
     )
     if run.profile:
         console().print(f"profile: {run.profile}")
     grid = table("step", "status", "attempts", "duration", "data version", "reason")
     for s in steps:
-        name = f"{s.asset}@{s.partition}" if s.partition else s.asset
         grid.add_row(
-            name,
+            step_label(s.asset, s.partition),
             styled(s.status),
             str(s.attempts),
             seconds(s.duration_s),
@@ -182,7 +157,7 @@ def show(
         passed = sum(r["passed"] for results in checks.values() for r in results)
         console().print(f"checks: {passed} passed on {len(checks)} steps")
     for (asset, partition), results in sorted(checks.items()):
-        name = f"{asset}@{partition}" if partition else asset
+        name = step_label(asset, partition)
         for r in results:
             if not r["passed"]:
                 console().print(
@@ -190,14 +165,15 @@ def show(
                 )
     failed = [a for a in attempts if a.error]
     for a in failed:
-        name = f"{a.asset}@{a.partition}" if a.partition else a.asset
-        console().print(f"[red]{name} attempt {a.attempt} {a.status}[/]: {escape(a.error or '')}")
+        console().print(
+            f"[red]{step_label(a.asset, a.partition)} attempt {a.attempt} {a.status}[/]: {escape(a.error or '')}"
+        )
 
 
 INTERNAL_METADATA = "cairn."  # keys cairn records for itself (env versions, checks, timings): not shown as metadata
 
 
-def _user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+def _user_metadata(metadata: dict[str, object]) -> dict[str, object]:
     """What the asset function added with ``ctx.add_metadata``; cairn's own ``cairn.*`` keys are left out."""
     return {k: v for k, v in metadata.items() if not k.startswith(INTERNAL_METADATA)}
 
@@ -211,8 +187,10 @@ def _metric_lines(metrics: dict[tuple[str, str], dict[str, float]]) -> list[str]
     for asset, rows in by_asset.items():
         if len(rows) == 1:
             partition, values = rows[0]
-            name = f"{asset}@{partition}" if partition else asset
-            lines.append(f"metrics of {name}: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(values.items())))
+            lines.append(
+                f"metrics of {step_label(asset, partition)}: "
+                + ", ".join(f"{k}={_number(v)}" for k, v in sorted(values.items()))
+            )
             continue
         names = sorted({k for _, values in rows for k in values})
         spans = []
@@ -249,7 +227,8 @@ def logs(
     from cairn.core.keys import parse_step
 
     target = parse_step(step) if step else None
-    with _meta(project) as meta:
+    with project_stores(project) as stores:
+        meta = stores.meta
         rid = meta.resolve_run_id(run_id)
         records = meta.logs(rid, target.asset if target else None, target.partition if target else None)
         attempts = [
@@ -258,37 +237,25 @@ def logs(
             if a.error and (target is None or (a.asset, a.partition) == (target.asset, target.partition))
         ]
     if as_json:
-        print_json(
-            [
-                {
-                    "asset": r.asset,
-                    "partition": r.partition or None,
-                    "attempt": r.attempt,
-                    "at": r.created_at,
-                    "level": r.level,
-                    "message": r.message,
-                }
-                for r in records
-            ]
-            + [
-                {
-                    "asset": a.asset,
-                    "partition": a.partition or None,
-                    "attempt": a.attempt,
-                    "at": a.finished_at,
-                    "level": "ERROR",
-                    "message": a.error,
-                }
-                for a in attempts
-            ]
-        )
+        print_json([r.to_dict() for r in records] + [_error_line(a) for a in attempts])
         return
     if not records and not attempts:
         console().print(f"no captured logs for run {rid}" + (f" step {step}" if step else ""))
         return
     for r in records:
-        name = f"{r.asset}@{r.partition}" if r.partition else r.asset
-        console().print(f"[dim]{name}#{r.attempt}[/] {r.level:<7} {escape(r.message)}")
+        console().print(f"[dim]{step_label(r.asset, r.partition)}#{r.attempt}[/] {r.level:<7} {escape(r.message)}")
     for a in attempts:
-        name = f"{a.asset}@{a.partition}" if a.partition else a.asset
-        console().print(f"[red]{name}#{a.attempt} ERROR[/]   {escape(a.error or '')}")
+        console().print(f"[red]{step_label(a.asset, a.partition)}#{a.attempt} ERROR[/]   {escape(a.error or '')}")
+
+
+def _error_line(attempt: AttemptRecord) -> dict[str, object]:
+    """A failed attempt's error in the form of a captured log line (``cairn logs --json``)."""
+    a = attempt
+    return {
+        "asset": a.asset,
+        "partition": a.partition or None,
+        "attempt": a.attempt,
+        "at": a.finished_at,
+        "level": "ERROR",
+        "message": a.error,
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,6 +27,14 @@ from cairn.cli.common import (
 )
 from cairn.errors import UsageError
 
+if TYPE_CHECKING:
+    from cairn.core.fingerprint import Unresolved
+    from cairn.core.plan import Reason
+    from cairn.core.records import Materialization
+    from cairn.engine.api import AssetStatus
+    from cairn.engine.run import RunOptions
+    from cairn.project import Project
+
 GRAPH_FORMATS = ("text", "mermaid", "dot")
 
 
@@ -44,7 +52,7 @@ def register(app: typer.Typer) -> None:
     app.command()(why)
 
 
-def _load(project: str) -> Any:
+def _load(project: str) -> Project:
     from cairn.project import load_project
 
     return load_project(project)
@@ -53,7 +61,7 @@ def _load(project: str) -> Any:
 def list_assets(project: ProjectOpt = ".", as_json: JsonOpt = False) -> None:
     """Assets with their kind, inputs and tags."""
     proj = _load(project)
-    rows = []
+    rows: list[dict[str, Any]] = []  # JSON rows
     for name in proj.graph.order:
         a = proj.graph.assets[name]
         doc = (a.fn.__doc__ or "").strip().splitlines()[0] if a.fn is not None and a.fn.__doc__ else ""
@@ -108,7 +116,7 @@ def _options(
     partition: str | None = None,
     span: tuple[str, str] | None = None,
     snapshot: str | None = None,
-) -> Any:
+) -> RunOptions:
     from cairn.engine.run import RunOptions
 
     return RunOptions(
@@ -212,8 +220,8 @@ def status(
     print_rows(["asset", "state", "last materialized", "run", "data version", "checks", "reason"], out)
 
 
-def _by_asset(rows: list[Any]) -> list[tuple[str, list[Any]]]:
-    groups: dict[str, list[Any]] = {}
+def _by_asset(rows: list[AssetStatus]) -> list[tuple[str, list[AssetStatus]]]:
+    groups: dict[str, list[AssetStatus]] = {}
     for r in rows:
         groups.setdefault(r.step.asset, []).append(r)
     return list(groups.items())
@@ -229,6 +237,7 @@ def why(
 ) -> None:
     """Is an asset fresh or stale, and exactly what changed: code, params, an input's data, env."""
     from cairn.core.keys import parse_step
+    from cairn.core.plan import CACHED_ACTION, root_causes
     from cairn.engine.api import open_stores, preview
 
     step = parse_step(target)
@@ -242,10 +251,9 @@ def why(
     with open_stores(proj.settings) as stores:
         engine, result = preview(proj, options, stores)
         latest = stores.meta.latest_materialization(step.asset, step.partition)
-    by_step = {d.step: d for d in result.steps}
-    decision = by_step[step]
-    chain = _stale_chain(decision, by_step, engine.inputs_of())
-    fresh = decision.action != "run"
+    decision = next(d for d in result.steps if d.step == step)
+    chain = root_causes(result, engine.inputs_of(), step)
+    fresh = decision.action == CACHED_ACTION  # a step skipped or failing for missing data is not fresh
     unseen = proj.unresolved(asset)
     if as_json:
         print_json(
@@ -254,8 +262,10 @@ def why(
                 "partition": step.partition or None,
                 "fresh": fresh,
                 "reason": str(decision.reason),
+                "changes": _changes(decision.reason),
                 "cache_key": decision.cache_key,
                 "upstream": [{"step": str(d.step), "reason": str(d.reason)} for d in chain],
+                "upstream_changes": {str(d.step): _changes(d.reason) for d in chain},
                 "not_fingerprinted": [{"name": u.name, "what": u.what} for u in unseen],
                 "checks": latest.metadata.get("cairn.checks", []) if latest is not None else [],
                 "latest": None
@@ -287,32 +297,20 @@ def why(
     _print_unseen(unseen)
 
 
-def _print_unseen(unseen: list[Any]) -> None:
+def _changes(reason: Reason) -> list[dict[str, object]]:
+    """A reason's changes as JSON: kind, subject, old and new value."""
+    return [c.to_dict() for c in reason.changes]
+
+
+def _print_unseen(unseen: list[Unresolved]) -> None:
     for u in unseen:
         console().print(f"  not fingerprinted: {escape(str(u))}; its changes are not seen")
 
 
-def _print_checks(latest: Any) -> None:
+def _print_checks(latest: Materialization | None) -> None:
     for result in latest.metadata.get("cairn.checks", []) if latest is not None else []:
         state = "passed" if result["passed"] else ("FAILED" if result["blocking"] else "warning")
         console().print(
             f"  check {escape(result['rule'])}: {state} (observed {escape(str(result['observed']))}, "
             f"expected {escape(str(result['expected']))})"
         )
-
-
-def _stale_chain(decision: Any, by_step: dict[Any, Any], inputs_of: dict[Any, list[Any]]) -> list[Any]:
-    """The upstream steps that will run for a reason of their own: the root causes of "upstream runs"."""
-    if decision.reason.code.value != "upstream runs":
-        return []
-    roots, seen, stack = [], set(), list(inputs_of.get(decision.step, []))
-    while stack:
-        step = stack.pop()
-        if step in seen:
-            continue
-        seen.add(step)
-        d = by_step[step]
-        if d.action == "run" and d.reason.code.value != "upstream runs":
-            roots.append(d)
-        stack.extend(inputs_of.get(step, []))
-    return sorted(roots, key=lambda d: str(d.step))

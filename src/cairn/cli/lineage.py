@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cairn.cli.common import JsonOpt, ProjectOpt, ago, console, escape, print_json, seconds, short, table
+from cairn.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    ago,
+    console,
+    escape,
+    print_json,
+    project_stores,
+    seconds,
+    short,
+    table,
+)
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+    from cairn.engine.reproduce import ReproduceResult
+    from cairn.lineage.diff import AssetDiff, EnvDiff
+    from cairn.lineage.graph import LineageNode
 
 RunOpt = Annotated[
     str | None, typer.Option("--run", help="Use the materialization this run produced or reused (id, prefix, latest).")
@@ -26,18 +44,6 @@ def register(app: typer.Typer) -> None:
     app.command()(gc)
 
 
-def _settings(project: str) -> Any:
-    from cairn.config import load_settings
-
-    return load_settings(project)
-
-
-def _stores(settings: Any) -> Any:
-    from cairn.engine.api import open_stores
-
-    return open_stores(settings)
-
-
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
@@ -46,7 +52,7 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _value(value: Any) -> str:
+def _value(value: object) -> str:
     if value is None:
         return "∅"
     if isinstance(value, str) and value.startswith("b3:"):
@@ -54,7 +60,7 @@ def _value(value: Any) -> str:
     return escape(repr(value) if isinstance(value, str) else str(value))
 
 
-def _version(value: Any) -> str:
+def _version(value: object) -> str:
     """A distribution version as written (``2.0``, not ``'2.0'``); ∅ where the asset did not declare it."""
     return "∅" if value is None else escape(str(value))
 
@@ -78,11 +84,10 @@ def lineage(
     from cairn.lineage.openlineage import lineage_events, namespace_for, post_events, write_events
 
     target = parse_step(step)
-    settings = _settings(project)
-    with _stores(settings) as stores:
+    with project_stores(project) as stores:
         root = walk(stores.meta, find_materialization(stores.meta, target, run))
         events = (
-            lineage_events(stores.meta, stores.artifacts, root, namespace_for(settings.name))
+            lineage_events(stores.meta, stores.artifacts, root, namespace_for(stores.settings.name))
             if openlineage is not None or openlineage_url is not None
             else []
         )
@@ -103,7 +108,7 @@ def lineage(
         typer.echo(note, err=as_json)
 
 
-def _node_text(node: Any) -> str:
+def _node_text(node: LineageNode) -> str:
     name = f"[bold]{escape(node.label)}[/]"
     if node.mat is None:
         return f"{name} {short(node.data_version)} [red](no record of this version)[/]"
@@ -114,7 +119,7 @@ def _node_text(node: Any) -> str:
     return f"{name}{kind} {short(node.data_version)}{code}  run {mat.run_id}  {ago(mat.created_at)}{again}"
 
 
-def _add_children(tree: Any, node: Any) -> None:
+def _add_children(tree: Tree, node: LineageNode) -> None:
     for child in node.inputs:
         _add_children(tree.add(_node_text(child)), child)
 
@@ -127,7 +132,7 @@ def impact(
     from cairn.project import load_project
 
     proj = load_project(project)
-    with _stores(proj.settings) as stores:
+    with project_stores(proj) as stores:
         found = downstream(proj.graph, stores.meta, asset)
     if as_json:
         print_json([entry.to_dict() for entry in found])
@@ -160,7 +165,7 @@ def diff(
     """What differs between two runs: code, params, input data versions, env versions, metrics, environment."""
     from cairn.lineage.diff import diff_runs
 
-    with _stores(_settings(project)) as stores:
+    with project_stores(project) as stores:
         result = diff_runs(stores.meta, run_a, run_b)
     if as_json:
         print_json(result.to_dict())
@@ -180,7 +185,7 @@ def diff(
             out.print("  " + line)
 
 
-def _asset_lines(entry: Any) -> list[str]:
+def _asset_lines(entry: AssetDiff) -> list[str]:
     lines = []
     if entry.code_version is not None:
         parts = ", ".join(escape(c.name) for c in entry.code_parts)
@@ -199,7 +204,7 @@ def _asset_lines(entry: Any) -> list[str]:
     return lines
 
 
-def _env_lines(env: Any) -> list[str]:
+def _env_lines(env: EnvDiff) -> list[str]:
     lines = [f"{escape(c.name)}: {_value(c.before)} → {_value(c.after)}" for c in env.entries]
     for c in env.distributions:
         if c.before is None:
@@ -219,8 +224,8 @@ def reproduce(step: StepArg, project: ProjectOpt = ".", run: RunOpt = None, as_j
 
     target = parse_step(step)
     proj = load_project(project)
-    with _stores(proj.settings) as stores:
-        result = rerun(proj, stores, target, run)
+    with project_stores(proj) as stores:
+        result = rerun(proj, stores.stores, target, run)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -229,7 +234,7 @@ def reproduce(step: StepArg, project: ProjectOpt = ".", run: RunOpt = None, as_j
         raise typer.Exit(1)
 
 
-def _print_reproduction(result: Any) -> None:
+def _print_reproduction(result: ReproduceResult) -> None:
     out = console()
     style = {"identical": "green", "differs": "yellow", "failed": "bold red"}[result.verdict]
     out.print(
@@ -267,7 +272,7 @@ def verify(project: ProjectOpt = ".", as_json: JsonOpt = False) -> None:
     """Re-hash every stored object; list missing and corrupt ones and move corrupt ones to quarantine."""
     from cairn.engine.integrity import verify as check
 
-    with _stores(_settings(project)) as stores:
+    with project_stores(project) as stores:
         report = check(stores.meta, stores.artifacts)
     if as_json:
         print_json(report.to_dict())
@@ -303,9 +308,8 @@ def gc(
     """Remove objects no materialization references, and stale temporary files (a dry run unless --apply)."""
     from cairn.engine.integrity import gc as collect
 
-    settings = _settings(project)
-    with _stores(settings) as stores:
-        report = collect(stores.meta, stores.artifacts, apply=apply, stale_after_s=settings.stale_after_s)
+    with project_stores(project) as stores:
+        report = collect(stores.meta, stores.artifacts, apply=apply, stale_after_s=stores.settings.stale_after_s)
     if as_json:
         print_json(report.to_dict())
         return

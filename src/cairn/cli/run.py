@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -27,10 +28,16 @@ from cairn.cli.common import (
     styled,
     table,
 )
+from cairn.core.keys import step_label
 
 if TYPE_CHECKING:
     from rich.live import Live
     from rich.text import Text
+
+    from cairn.core.events import Event
+    from cairn.engine.run import EventSink, RunOptions, RunResult, StepResult
+
+Result = TypeVar("Result")
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +55,7 @@ class Progress:
         self.live: Live | None = None
         self.recent: list[str] = []
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: Event) -> None:
         if event.kind == "run_started":
             self.total = event.total
         elif event.kind == "step_started":
@@ -121,7 +128,7 @@ def run(
     )
     resume = _resume(project, options, sets)
     proj = load_project(project)
-    result, elapsed = execute_with_progress(proj, options, as_json, resume, execute)
+    result, elapsed = execute_with_progress(lambda on_event: execute(proj, options, on_event), as_json, resume)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -132,7 +139,7 @@ def run(
 NOT_READY_EXIT = 3  # the run completed, but some partitions are not ready yet
 
 
-def exit_for(result: Any, again: str) -> None:
+def exit_for(result: RunResult, again: str) -> None:
     """Exit 1 when a step failed, 3 when the run is `partial` (data not ready yet), else return."""
     if result.status == "partial":
         err_console().print(
@@ -145,33 +152,25 @@ def exit_for(result: Any, again: str) -> None:
         raise typer.Exit(1)
 
 
-def execute_with_progress(
-    proj: Any, options: Any, quiet: bool, resume: str, execute: Any, also: Any = None
-) -> tuple[Any, float]:
-    """Run with a live progress line on a terminal; on Ctrl-C print how to resume and exit 130."""
+def execute_with_progress(execute: Callable[[EventSink], Result], quiet: bool, resume: str) -> tuple[Result, float]:
+    """Call ``execute(on_event)`` with a live progress line on a terminal; on Ctrl-C print how to resume, exit 130."""
     progress = Progress()
-
-    def on_event(event: Any) -> None:
-        progress(event)
-        if also is not None:
-            also(event)
-
     try:
         if not quiet and sys.stdout.isatty():
             from rich.live import Live
 
             with Live(progress.render(), console=console(), refresh_per_second=8, transient=True) as live:
                 progress.live = live
-                result = execute(proj, options, on_event)
+                result = execute(progress)
         else:
-            result = execute(proj, options, on_event)
+            result = execute(progress)
     except KeyboardInterrupt:
         err_console().print(f"[yellow]interrupted[/]; resume with: {escape(resume)}")
         raise typer.Exit(130) from None
     return result, time.monotonic() - progress.started
 
 
-def _resume(project: str, options: Any, sets: list[str] | None) -> str:
+def _resume(project: str, options: RunOptions, sets: list[str] | None) -> str:
     """The command that runs the same selection again (everything committed is reused)."""
     parts = ["cairn", "run", *options.selection]
     if project != ".":
@@ -189,18 +188,22 @@ def _resume(project: str, options: Any, sets: list[str] | None) -> str:
     return shlex.join(parts)
 
 
-def summary(result: Any, elapsed: float) -> None:
+def summary(result: RunResult, elapsed: float) -> None:
     shown = [s for s in result.steps if s.status != "cached"]
     if shown:
         grid = table("step", "status", "attempts", "duration", "reason")
         for s in shown:
-            name = f"{s.asset}@{s.partition}" if s.partition else s.asset
-            grid.add_row(name, styled(s.status), str(s.attempts), seconds(s.duration_s), escape(s.reason))
+            grid.add_row(
+                step_label(s.asset, s.partition),
+                styled(s.status),
+                str(s.attempts),
+                seconds(s.duration_s),
+                escape(s.reason),
+            )
         console().print(grid)
     for s in result.steps:
         if s.status == "failed" and s.error:
-            name = f"{s.asset}@{s.partition}" if s.partition else s.asset
-            console().print(f"[bold red]{name} failed[/]:\n{escape(s.error)}")
+            console().print(f"[bold red]{step_label(s.asset, s.partition)} failed[/]:\n{escape(s.error)}")
     counts = ", ".join(f"{result.count(k)} {k}" for k in ("executed", "cached", "failed", "skipped") if result.count(k))
     console().print(f"run {result.run_id} {styled(result.status)}: {counts or 'nothing to do'} in {elapsed:.2f}s")
     waiting = result.not_ready
@@ -208,11 +211,11 @@ def summary(result: Any, elapsed: float) -> None:
         console().print(not_ready_line(waiting))
 
 
-def not_ready_line(waiting: list[Any], shown: int = 3) -> str:
+def not_ready_line(waiting: list[StepResult], shown: int = 3) -> str:
     """``2 skipped because data is not ready: clean@2026-06-03 (needs raw@2026-06-03), …``."""
     named = []
     for s in waiting[:shown]:
-        name = f"{s.asset}@{s.partition}" if s.partition else s.asset
+        name = step_label(s.asset, s.partition)
         named.append(name if s.not_ready == name else f"{name} (needs {s.not_ready})")
     more = f", … {len(waiting) - shown} more" if len(waiting) > shown else ""
     return f"{len(waiting)} skipped because data is not ready: {escape(', '.join(named))}{more}"

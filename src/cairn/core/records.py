@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-# Run statuses.
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-PARTIAL = "partial"  # finished without failures, but some steps were skipped because their data is not ready
-FAILED = "failed"
-ABANDONED = "abandoned"
-CANCELLED = "cancelled"
 
-# Step statuses (DESIGN §3: executed, cached, failed, skipped; plus the in-flight ones).
-PENDING = "pending"
-EXECUTED = "executed"
-CACHED = "cached"
-SKIPPED = "skipped"
+class RunStatus(StrEnum):
+    """How a run stands or ended."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # finished without failures, but some steps were skipped because their data is not ready
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    """How a step of a run stands: DESIGN §3's final four (executed, cached, failed, skipped) and the
+    in-flight ones the engine moves it through."""
+
+    PENDING = "pending"  # waiting for its inputs
+    READY = "ready"  # decided to run, queued for a slot
+    WAITING = "waiting"  # another engine holds its lease
+    RUNNING = "running"
+    RETRYING = "retrying"  # an attempt failed; the next one is due after a delay
+    EXECUTED = "executed"
+    CACHED = "cached"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+RUNNING = RunStatus.RUNNING
+SUCCEEDED = RunStatus.SUCCEEDED
+PARTIAL = RunStatus.PARTIAL
+FAILED = RunStatus.FAILED
+ABANDONED = RunStatus.ABANDONED
+CANCELLED = RunStatus.CANCELLED
+PENDING = StepStatus.PENDING
+EXECUTED = StepStatus.EXECUTED
+CACHED = StepStatus.CACHED
+SKIPPED = StepStatus.SKIPPED
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +62,9 @@ class InputRef:
     asset: str
     partition: str
     data_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"asset": self.asset, "partition": self.partition or None, "data_version": self.data_version}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +95,31 @@ class Materialization:
     def stored(self) -> StoredValue:
         return StoredValue(self.data_version, self.size, self.format, self.pytype)
 
+    def to_dict(self, *fields: str) -> dict[str, Any]:
+        """The JSON form of the record (partition ``""`` as null); only `fields`, in that order, when given."""
+        out: dict[str, Any] = {
+            "asset": self.asset,
+            "partition": self.partition or None,
+            "data_version": self.data_version,
+            "cache_key": self.cache_key,
+            "code_version": self.code_version,
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "created_at": self.created_at,
+            "duration_s": self.duration_s,
+            "size": self.size,
+            "format": self.format,
+            "pytype": self.pytype,
+            "seed": self.seed,
+            "params": dict(self.params),
+            "code_parts": dict(self.code_parts),
+            "inputs": [ref.to_dict() for ref in self.inputs],
+            "metrics": dict(self.metrics),
+            "metadata": dict(self.metadata),
+            "id": self.id,
+        }
+        return {name: out[name] for name in fields} if fields else out
+
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
@@ -81,6 +134,25 @@ class RunRecord:
     args: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     profile: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to finish; None while it has not finished."""
+        return (self.finished_at - self.created_at) if self.finished_at else None
+
+    def to_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """The JSON form of `cairn runs`; with `details`, also the arguments and environment (`cairn show`)."""
+        out: dict[str, Any] = {
+            "run_id": self.run_id,
+            "status": self.status,
+            "selection": self.selection,
+            "profile": self.profile,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+        if details:
+            out.update(args=self.args, environment=self.environment)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +170,19 @@ class StepRecord:
     duration_s: float | None = None
     error: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "asset": self.asset,
+            "partition": self.partition or None,
+            "status": self.status,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "cache_key": self.cache_key,
+            "data_version": self.data_version,
+            "duration_s": self.duration_s,
+            "error": self.error,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
@@ -113,6 +198,18 @@ class AttemptRecord:
     lease_token: int | None = None
     error: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; the lease token is the engine's business and is left out."""
+        return {
+            "asset": self.asset,
+            "partition": self.partition or None,
+            "attempt": self.attempt,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
@@ -126,6 +223,16 @@ class LogRecord:
     level: str
     message: str
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "asset": self.asset,
+            "partition": self.partition or None,
+            "attempt": self.attempt,
+            "at": self.created_at,
+            "level": self.level,
+            "message": self.message,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRecord:
@@ -135,6 +242,9 @@ class SnapshotRecord:
     created_at: float
     selection: str
     entries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "created_at": self.created_at, "selection": self.selection, "entries": self.entries}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,3 +261,14 @@ class BackfillRecord:
     options: dict[str, Any] = field(default_factory=dict)
     steps_total: int = 0
     run_ids: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of `cairn backfill status` (its progress is computed from the runs, see engine.backfill)."""
+        return {
+            "backfill_id": self.backfill_id,
+            "selection": self.selection,
+            "from": self.first_key,
+            "to": self.last_key,
+            "status": self.status,
+            "runs": list(self.run_ids),
+        }

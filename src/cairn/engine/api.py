@@ -6,13 +6,16 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cairn.config import Settings, load_settings
 from cairn.core.keys import StepId, validate_name, validate_partition
-from cairn.core.plan import CACHED_ACTION, SOURCE_MISSING, Decision, Plan, Reason, ReasonCode, plan
+from cairn.core.plan import CACHED_ACTION, Decision, Plan
 from cairn.core.records import Materialization
-from cairn.engine.run import Engine, EventSink, RunOptions, RunResult
+from cairn.engine.history import StoreHistory
+from cairn.engine.prepare import RunOptions, StepTable, prepare
+from cairn.engine.run import Engine, EventSink, RunResult
 from cairn.errors import UsageError, did_you_mean
 from cairn.executors.base import Executor
 from cairn.project import Project, load_project
@@ -107,7 +110,7 @@ def load(name: str, partition: str | None = None, project: ProjectArg = ".", sna
 
     The object's checksum is verified before it is deserialized.
     """
-    from cairn.engine.step import convert_table, load_stored
+    from cairn.io.reading import convert_table, load_stored
 
     settings = (
         project.settings
@@ -132,18 +135,11 @@ def load(name: str, partition: str | None = None, project: ProjectArg = ".", sna
         return convert_table(load_stored(mat.stored, stores.artifacts), "")
 
 
-def preview(project: Project, options: RunOptions, stores: Stores) -> tuple[Engine, Plan]:
+def preview(project: Project, options: RunOptions, stores: Stores) -> tuple[StepTable, Plan]:
     """What a run would do, step by step, each with its reason; runs nothing and records nothing."""
-    engine = Engine(project, stores.meta, stores.artifacts, options)
-    engine.prepare()
-    pinned = {}
-    for step, spec in engine.specs().items():
-        mat = engine._pinned(step) if options.snapshot is not None and spec.source_version != SOURCE_MISSING else None
-        if mat is not None:  # as the run decides it: read from the snapshot, not recomputed
-            reason = Reason(ReasonCode.CACHED, f"pinned by snapshot {options.snapshot}")
-            pinned[step] = Decision(step, CACHED_ACTION, reason, mat.cache_key, mat)
-    result = plan(engine.order, engine.specs(), engine.inputs_of(), engine.history, frozenset(engine.forced), pinned)
-    return engine, result
+    history = StoreHistory(stores.meta, stores.artifacts)
+    table = prepare(project, options, stores.meta, history, datetime.now(UTC))
+    return table, table.plan(history)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +164,6 @@ def status(project: Project, stores: Stores, options: RunOptions | None = None) 
 
 
 def _state(decision: Decision, latest: Materialization | None) -> str:
-    if decision.action != "run":
+    if decision.action == CACHED_ACTION:
         return "fresh"
     return "missing" if latest is None else "stale"

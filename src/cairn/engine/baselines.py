@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from cairn.core.asset import AssetDef
 from cairn.core.contracts import PREVIOUS, CheckDef, Snapshot, Trailing
-from cairn.core.keys import StepId
+from cairn.core.keys import StepId, step_label
 from cairn.core.partitions import split_key, time_of
 from cairn.core.records import Materialization
 from cairn.engine.jobs import DriftBaseline
@@ -123,7 +123,7 @@ def _label(name: str, mats: list[Materialization]) -> str:
     """``previous_partition: events@2026-06-01 (b3:0a1b2c3d4e5f)``, or a range with a count when several."""
 
     def one(mat: Materialization) -> str:
-        return f"{mat.asset}@{mat.partition}" if mat.partition else mat.asset
+        return step_label(mat.asset, mat.partition)
 
     if len(mats) == 1:
         return f"{name}: {one(mats[0])} ({mats[0].data_version[:15]})"

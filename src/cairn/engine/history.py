@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from cairn.core.keys import StepId
 from cairn.core.records import Materialization
 from cairn.storage.base import ArtifactStore
-from cairn.storage.metadata import MetadataStore
+
+
+class HistoryReads(Protocol):
+    """What the planner's view reads of the metadata store."""
+
+    def latest_materializations(self) -> dict[tuple[str, str], Materialization]: ...
+
+    def find_by_cache_key(self, cache_key: str) -> Materialization | None: ...
+
+    def failed_cache_keys(self, limit: int = 10000) -> set[str]: ...
 
 
 class StoreHistory:
@@ -15,7 +26,7 @@ class StoreHistory:
     hash check happens when the object is read.
     """
 
-    def __init__(self, meta: MetadataStore, artifacts: ArtifactStore) -> None:
+    def __init__(self, meta: HistoryReads, artifacts: ArtifactStore) -> None:
         self._meta = meta
         self._artifacts = artifacts
         self._latest = meta.latest_materializations()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
+from cairn.core.keys import step_label
 from cairn.core.records import RUNNING
 from cairn.errors import UsageError
-from cairn.lineage.graph import step_label
 from cairn.storage.base import ArtifactStore
 from cairn.storage.maintenance import (
     GcReport,

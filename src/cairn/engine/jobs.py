@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.core.records import InputRef, StoredValue
+from cairn.errors import CairnError
 
-SOURCE_FORMAT = "source"
+# Kept importable from here; the format belongs to the reading of stored values.
+from cairn.io.reading import SOURCE_FORMAT as SOURCE_FORMAT
 
 OK = "ok"
 FAILED = "failed"
@@ -72,6 +74,9 @@ class StepOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    # The class of the error (`StepFailed` when user code raised, `Fatal`, `StepTimeout`, `ContractViolation`,
+    # `CheckFailed`, `CorruptObject`, ...); a class pickles by reference, so it crosses process boundaries.
+    error_class: type[CairnError] | None = None
     retryable: bool = True
     bad_input: tuple[str, str] | None = None  # (data version of the input, digest of the damaged object)
     checks: tuple[dict[str, Any], ...] = ()

@@ -19,7 +19,7 @@ from typing import Any
 
 from cairn.core.asset import AssetDef
 from cairn.core.graph import Graph
-from cairn.core.keys import StepId
+from cairn.core.keys import StepId, step_label
 from cairn.core.records import InputRef, Materialization, StoredValue
 from cairn.core.steps import reads_dict
 from cairn.engine.api import Stores
@@ -28,7 +28,7 @@ from cairn.engine.jobs import OK, InputSpec, StepJob
 from cairn.engine.step import register_graph, run_step
 from cairn.errors import MissingObject, UsageError
 from cairn.lineage.diff import Change, EnvDiff, diff_environments
-from cairn.lineage.graph import find_materialization, input_materialization, is_source, step_label
+from cairn.lineage.graph import find_materialization, input_materialization, is_source
 from cairn.project import Project
 from cairn.tracking.environment import capture
 

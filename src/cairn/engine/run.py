@@ -1,12 +1,14 @@
-"""One run: snapshot the project → decide steps → submit what must run → record every result.
+"""One run: prepare the step table → decide steps → submit what must run → record every result.
 
-    observe sources ─▶ decide ready steps ──cached──▶ resolve ─▶ children become ready
-                             │ run
-                             ▼
-                 lease ─▶ attempt ─▶ executor ─▶ outcome ─ok─▶ commit (fenced) ─▶ resolve
-                                                    └─fail─▶ retry later | fail, skip descendants
+    step table ─▶ decide ready steps ──cached──▶ resolve ─▶ children become ready
+                       │ run
+                       ▼
+           admit ─▶ claim ─▶ executor ─▶ outcome ─ok─▶ commit (fenced) ─▶ resolve
+         (cpu, mem,  (attempt             └─fail─▶ retry later | fail, skip descendants
+         pool, breaker) + lease)
 
-This is the single scheduling loop and the only writer of run metadata; executors only run step jobs.
+The engine is the loop and the state transitions of steps; `prepare` builds what it runs, `Admission`
+decides when a step may start and `Recorder` writes everything. Executors only run step jobs.
 """
 
 from __future__ import annotations
@@ -15,62 +17,36 @@ import heapq
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from cairn.core import records as R
-from cairn.core.asset import AssetDef, Resources
+from cairn.core.asset import AssetDef
 from cairn.core.events import RUN_FINISHED, RUN_STARTED, STEP_FINISHED, STEP_RETRYING, STEP_STARTED, Event
-from cairn.core.keys import StepId, derive_seed
-from cairn.core.partitions import check_key, key_range
-from cairn.core.plan import (
-    CACHED_ACTION,
-    RUN,
-    SOURCE_MISSING,
-    Decision,
-    Reason,
-    ReasonCode,
-    StepSpec,
-    critical_path,
-    decide,
-)
-from cairn.core.retry import BreakerPolicy, CircuitBreaker, Retry
-from cairn.core.selection import select
-from cairn.core.steps import StepInput, expand
+from cairn.core.keys import StepId
+from cairn.core.plan import FAIL, RUN, SKIP, Decision, StepSpec, decide
+from cairn.core.records import StepStatus as S
+from cairn.core.retry import Retry
+from cairn.engine.admission import Admission, Verdict
 from cairn.engine.context import checkpoint_path
 from cairn.engine.history import StoreHistory
 from cairn.engine.jobs import OK, TIMEOUT, DriftBaseline, InputSpec, StepJob, StepOutcome
-from cairn.engine.sources import SourceObserver
-from cairn.errors import DefinitionError, LeaseLost, UsageError
-from cairn.executors.base import Capacity, Completed, Executor
+from cairn.engine.prepare import PreparedStep, RunOptions, StepTable, prepare
+from cairn.engine.recorder import Recorder, engine_owner
+from cairn.errors import CairnError, CircuitOpen, CorruptObject, LeaseLost, SourceMissing, StepCrashed, StepTimeout
+from cairn.executors.base import Completed, Executor
 from cairn.executors.factory import create_executor
-from cairn.project import Project, installed_versions
+from cairn.project import Project
 from cairn.storage.base import ArtifactStore
 from cairn.storage.metadata import MetadataStore
-from cairn.storage.pools import SlotLease
+
+__all__ = ["Engine", "EventSink", "RunOptions", "RunResult", "StepResult", "new_run_id"]
 
 EventSink = Callable[[Event], None]
-# Seconds between asks for a slot of a pool that other engines fill.
-_POOL_POLL_S = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """What to run and how (the options of `cairn run`)."""
-
-    selection: tuple[str, ...] = ()
-    force: bool = False
-    fail_fast: bool = False
-    executor: str | None = None
-    workers: int | None = None
-    profile: str | None = None
-    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    partition: str | None = None
-    partition_range: tuple[str, str] | None = None
-    snapshot: str | None = None
+# The final statuses: a step in one of them is settled.
+_SETTLED = (S.EXECUTED, S.CACHED, S.FAILED, S.SKIPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +63,7 @@ class StepResult:
     reason: str
     error: str | None = None
     not_ready: str | None = None  # skipped for readiness: the step whose data is not there yet
+    error_class: type[CairnError] | None = None  # what the failure was: StepFailed, StepTimeout, CircuitOpen...
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +76,7 @@ class StepResult:
             "duration_s": None if self.duration_s is None else round(self.duration_s, 6),
             "reason": self.reason,
             **({"error": self.error} if self.error else {}),
+            **({"error_class": self.error_class.__name__} if self.error_class else {}),
             **({"not_ready": self.not_ready} if self.not_ready else {}),
         }
 
@@ -138,23 +116,36 @@ class RunResult:
 class _State:
     """Mutable bookkeeping of one step inside the loop."""
 
-    step: StepId
-    asset: AssetDef
-    spec: StepSpec
-    ups: list[StepInput]
-    children: list[StepId] = field(default_factory=list)
-    waiting: int = 0
-    status: str = R.PENDING
+    prep: PreparedStep
+    waiting: int  # upstream steps not resolved yet
+    status: S = S.PENDING
     reason: str = ""
     decision: Decision | None = None
     attempts: int = 0
-    token: int | None = None
+    token: int | None = None  # the fencing token of the lease the running attempt holds
     mat: R.Materialization | None = None
     error: str | None = None
+    error_class: type[CairnError] | None = None
     duration: float | None = None
-    source_path: str | None = None
     not_ready: str | None = None
     submitted: float = 0.0  # monotonic time the running attempt was handed to the executor
+
+    @property
+    def step(self) -> StepId:
+        return self.prep.step
+
+    @property
+    def asset(self) -> AssetDef:
+        return self.prep.asset
+
+    @property
+    def spec(self) -> StepSpec:
+        return self.prep.spec
+
+    @property
+    def lease(self) -> tuple[str, int] | None:
+        key = self.decision.cache_key if self.decision else None
+        return (key, self.token) if key is not None and self.token is not None else None
 
 
 def new_run_id() -> str:
@@ -175,152 +166,41 @@ class Engine:
         executor: Executor | None = None,
     ) -> None:
         self.project = project
-        self.settings = project.settings
+        self.settings = settings = project.settings
         self.meta = meta
         self.artifacts = artifacts
-        self._executor = executor
         self.options = options
         self.on_event = on_event or (lambda event: None)
+        self.kind = options.executor or settings.executor
+        self._executor = executor
         self.run_id = new_run_id()
-        self.owner = f"{os.uname().nodename}:{os.getpid()}"
         self.history = StoreHistory(meta, artifacts)
-        self.states: dict[StepId, _State] = {}
-        self.order: list[StepId] = []
-        self.ready: list[tuple[float, int, StepId]] = []
-        self.running: dict[int, StepId] = {}
-        self.lease_wait: dict[StepId, float] = {}
-        self.retry_wait: dict[StepId, float] = {}
-        self.pending_records: list[R.StepRecord] = []
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self.pool_use: dict[str, int] = {}
-        self.pool_slots: dict[StepId, SlotLease] = {}  # slots held in the database, shared with other engines
-        self.pool_poll: float | None = None
-        self.cpu_used = 0.0
-        self.mem_used = 0
-        self.priority: dict[StepId, float] = {}
-        self.stopped = False
-        self.forced: set[StepId] = set()
-        self.kind = options.executor or self.settings.executor
-        self._held: dict[StepId, tuple[float, int]] = {}
-        self._recomputed: dict[StepId, int] = {}
+        self.recorder = Recorder(meta, self.run_id, engine_owner(), settings.lease_ttl_s)
+        self.admission = Admission(
+            meta,
+            settings.pools,
+            settings.breakers,
+            self.run_id,
+            self.recorder.owner,
+            settings.lease_ttl_s,
+            self.recorder.reap,
+        )
         self.now = datetime.now(UTC)
-        self.targets: set[str] = set()
-        self.pinned: dict[tuple[str, str], R.Materialization] = {}
-        self._all_keys: dict[str, list[str]] = {}
-        self._observed: dict[str, str | None] = {}  # source path -> data version (None: no file), per run
-        self._code: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
+        self.table: StepTable | None = None
+        self.states: dict[StepId, _State] = {}
+        self.ready: list[tuple[float, int, StepId]] = []  # (-priority, sequence, step)
+        self.running: dict[int, StepId] = {}  # executor ticket -> step
+        self.lease_wait: dict[StepId, float] = {}  # another engine holds the key: look again at
+        self.retry_wait: dict[StepId, float] = {}  # the next attempt is due at
+        self.stopped = False
+        self._recomputed: dict[StepId, int] = {}
         self._snapshots: dict[str, dict[tuple[str, str], R.Materialization]] = {}  # drift references, per run
         self._seq = 0
         self._rng = random.Random()
 
-    # ---- set-up -------------------------------------------------------------------------------
-
-    def prepare(self) -> None:
-        """Resolve the selection into steps (asset x partition) with their key material; observe sources."""
-        graph = self.project.graph
-        targets = select(graph, self.options.selection)
-        self.targets = targets
-        if self.options.snapshot is not None:
-            self.pinned = self.meta.snapshot(self.options.snapshot)
-        target_keys = [(name, self._target_keys(graph.assets[name])) for name in sorted(targets)]
-        self._check_partition_option(targets)
-        observer = SourceObserver(self.settings.state_dir)
-        order, inputs = expand(
-            graph, target_keys, self._keys, lambda a, key: self._observe(a, key, observer) is not None
-        )
-        params = self.project.params(self.options.profile, self.options.overrides)
-        forced = {StepId(name, key) for name, keys in target_keys for key in keys} if self.options.force else set()
-        for step in order:
-            asset = graph.assets[step.asset]
-            self._check_pool(asset)
-            ups = inputs[step]
-            source_path = self._source_path(asset, step.partition) if asset.is_source else None
-            spec = self._spec(asset, step, params[step.asset], source_path, observer)
-            state = _State(step, asset, spec, ups, source_path=source_path)
-            state.waiting = len(_distinct(ups))
-            self.states[step] = state
-            self.order.append(step)
-        self.forced = forced
-        observer.save()
-        self.project.save_code_cache()
-        for step in self.order:
-            for up in _distinct(self.states[step].ups):
-                self.states[up].children.append(step)
-        durations = self.meta.mean_durations()
-        downstream = {s: self.states[s].children for s in self.order}
-        self.priority = critical_path(self.order, downstream, durations)
-
-    def _keys(self, asset: AssetDef) -> list[str]:
-        """Every partition key of an asset that exists now (cached for the run)."""
-        keys = self._all_keys.get(asset.name)
-        if keys is None:
-            keys = asset.partitions.keys(self.now) if asset.partitions is not None else [""]
-            self._all_keys[asset.name] = keys
-        return keys
-
-    def _target_keys(self, asset: AssetDef) -> list[str]:
-        if asset.partitions is None:
-            return [""]
-        if self.options.partition is not None:
-            return [check_key(asset.partitions, self.options.partition, self.now)]
-        if self.options.partition_range is not None:
-            first, last = self.options.partition_range
-            return key_range(asset.partitions, first, last, self.now)
-        return self._keys(asset)
-
-    def _check_partition_option(self, targets: set[str]) -> None:
-        asked = self.options.partition or self.options.partition_range
-        if asked and not any(self.project.graph.assets[t].partitions is not None for t in targets):
-            raise UsageError(
-                f"--partition/--from/--to were given but no selected asset is partitioned "
-                f"(selected: {', '.join(sorted(targets))})"
-            )
-
-    def _observe(self, asset: AssetDef, partition: str, observer: SourceObserver) -> str | None:
-        """A source partition's data version now, or None when its file is not there (observed once per run)."""
-        path = self._source_path(asset, partition)
-        if path not in self._observed:
-            self._observed[path] = observer.observe(Path(path))
-        return self._observed[path]
-
-    def _source_path(self, asset: AssetDef, partition: str) -> str:
-        assert asset.path is not None
-        return str(self.settings.root / asset.path.replace("{partition}", partition))
-
-    def _spec(
-        self,
-        asset: AssetDef,
-        step: StepId,
-        params: dict[str, Any],
-        source_path: str | None,
-        observer: SourceObserver,
-    ) -> StepSpec:
-        if source_path is not None:
-            version = self._observe(asset, step.partition, observer)
-            return StepSpec(step, code_version="", source_version=version or SOURCE_MISSING)
-        code = self._code.get(asset.name)
-        if code is None:
-            code = self._code[asset.name] = (*self.project.code(asset), installed_versions(asset.env))
-        code_version, parts, env = code
-        return StepSpec(
-            step,
-            code_version=code_version,
-            code_parts=parts,
-            params=params,
-            seed=derive_seed(self.settings.seed, step),
-            env=env,
-            cache=asset.cache,
-        )
-
-    def _check_pool(self, asset: AssetDef) -> None:
-        if asset.pool and asset.pool not in self.settings.pools:
-            raise DefinitionError(
-                f"asset '{asset.name}' uses pool '{asset.pool}', which is not declared: add "
-                f"`{asset.pool} = <slots>` under [pools] in cairn.toml"
-            )
-
     @property
     def executor(self) -> Executor:
+        """The executor, built on first use (a run with nothing to execute never needs one)."""
         if self._executor is None:
             workers = self.options.workers or self.settings.workers
             self._executor = create_executor(
@@ -328,22 +208,21 @@ class Engine:
             )
         return self._executor
 
-    def inputs_of(self) -> dict[StepId, list[StepId]]:
-        """For each step, the steps it reads, without repeats."""
-        return {s: _distinct(self.states[s].ups) for s in self.order}
-
-    def specs(self) -> dict[StepId, StepSpec]:
-        return {s: self.states[s].spec for s in self.order}
+    @property
+    def order(self) -> tuple[StepId, ...]:
+        return self.table.order if self.table is not None else ()
 
     # ---- the loop -----------------------------------------------------------------------------
 
     def run(self) -> RunResult:
         """Prepare, record the run, and drive every step to a final status."""
-        self.meta.abandon_stale_runs(self.settings.stale_after_s)
-        self.prepare()
         from cairn.tracking.environment import capture
 
-        self.meta.create_run(
+        self.table = prepare(self.project, self.options, self.meta, self.history, self.now)
+        for step in self.table.order:
+            prep = self.table[step]
+            self.states[step] = _State(prep, waiting=len(prep.upstream))
+        self.recorder.start(
             R.RunRecord(
                 run_id=self.run_id,
                 status=R.RUNNING,
@@ -352,14 +231,15 @@ class Engine:
                 args=self._args(),
                 environment=capture(self.settings.root),
                 profile=self.options.profile,
-            )
+            ),
+            self.settings.stale_after_s,
         )
         self.on_event(Event(RUN_STARTED, self.run_id, total=len(self.order)))
         status = R.FAILED
         try:
             self._loop()
-            failed = any(self.states[s].status == R.FAILED for s in self.order)
-            waiting = any(self.states[s].status == R.SKIPPED and self.states[s].not_ready for s in self.order)
+            failed = any(self.states[s].status == S.FAILED for s in self.order)
+            waiting = any(self.states[s].status == S.SKIPPED and self.states[s].not_ready for s in self.order)
             status = R.FAILED if failed else R.PARTIAL if waiting else R.SUCCEEDED
         except KeyboardInterrupt:
             status = R.CANCELLED
@@ -368,11 +248,10 @@ class Engine:
         finally:
             if self._executor is not None:
                 self._executor.close()
-                from cairn.engine.step import forget_inputs
+                from cairn.io.reading import forget_inputs
 
                 forget_inputs()  # inline and thread executors ran the steps in this process
-            self._flush()
-            self.meta.finish_run(self.run_id, status)
+            self.recorder.finish(status)
             self.on_event(Event(RUN_FINISHED, self.run_id, status=status, total=len(self.order)))
         return self.result(status)
 
@@ -380,19 +259,19 @@ class Engine:
         steps = []
         for step in self.order:
             st = self.states[step]
-            key = st.decision.cache_key if st.decision else None
             steps.append(
                 StepResult(
                     step.asset,
                     step.partition,
                     st.status,
                     st.attempts,
-                    key,
+                    st.decision.cache_key if st.decision else None,
                     st.mat.data_version if st.mat else None,
                     st.duration,
                     st.reason,
                     st.error,
-                    st.not_ready if st.status == R.SKIPPED else None,
+                    st.not_ready if st.status == S.SKIPPED else None,
+                    st.error_class if st.status == S.FAILED else None,
                 )
             )
         return RunResult(self.run_id, status, tuple(steps))
@@ -411,36 +290,34 @@ class Engine:
             "snapshot": o.snapshot,
         }
 
+    def _busy(self) -> bool:
+        return bool(self.running or self.ready or self.lease_wait or self.retry_wait)
+
     def _loop(self) -> None:
         for step in self.order:
             if self.states[step].waiting == 0:
                 self._decide(step)
         next_heartbeat = time.monotonic() + self.settings.heartbeat_s
-        while self.running or self.ready or self.lease_wait or self.retry_wait:
+        while self._busy():
             now = time.monotonic()
             self._wake(now)
             self._start_ready()
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + self.settings.heartbeat_s
-            if not (self.running or self.ready or self.lease_wait or self.retry_wait):
+            if not self._busy():
                 break
-            wait = self._wait_time(next_heartbeat)
+            now = time.monotonic()
+            wait = max(
+                0.0,
+                min([next_heartbeat, *self.retry_wait.values(), *self.lease_wait.values(), *self.admission.due(now)])
+                - now,
+            )
             if self.running:
                 for done in self.executor.poll(wait):
                     self._finished(done)
-            elif wait is not None and wait > 0:
+            elif wait > 0:
                 time.sleep(wait)
-
-    def _wait_time(self, next_heartbeat: float) -> float | None:
-        now = time.monotonic()
-        times = [next_heartbeat, *self.retry_wait.values(), *self.lease_wait.values()]
-        if self.pool_poll is not None:
-            times.append(self.pool_poll)
-        for breaker in self.breakers.values():
-            if breaker.state == "open":
-                times.append(now + breaker.wait_time(time.time()))
-        return max(0.0, min(times) - now)
 
     def _wake(self, now: float) -> None:
         for step, due in list(self.retry_wait.items()):
@@ -454,7 +331,7 @@ class Engine:
                 assert st.decision is not None
                 hit = self.history.cached(step, st.decision.cache_key or "")
                 if hit is not None:
-                    self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
+                    self._resolve(step, S.CACHED, "computed by a concurrent run", hit)
                 else:
                     self._push(step)
 
@@ -466,63 +343,47 @@ class Engine:
         while work:
             step = work.pop()
             st = self.states[step]
-            if st.status != R.PENDING:
+            if st.status != S.PENDING:
                 continue
-            if st.spec.source_version == SOURCE_MISSING:
-                if step.partition:
-                    self._skip(step, f"source not ready: {st.source_path} does not exist", str(step))
-                else:
-                    self._fail(step, f"source file {st.source_path} does not exist", "source missing")
-                continue
-            empty = [u.param for u in st.ups if not u.steps and not u.as_dict]
-            if empty:
-                self._skip(step, f"no partition of input '{empty[0]}' exists yet", str(step))
-                continue
-            pinned = self._pinned(step)
-            if pinned is not None:
-                reason = f"pinned by snapshot {self.options.snapshot}"
-                st.decision = Decision(step, CACHED_ACTION, Reason(ReasonCode.CACHED, reason), pinned.cache_key, pinned)
-                work.extend(self._resolve(step, R.CACHED, reason, pinned, decide_children=False))
-                continue
-            refs = []
-            for up in _distinct(st.ups):
-                mat = self.states[up].mat
-                assert mat is not None
-                refs.append(R.InputRef(up.asset, up.partition, mat.data_version))
-            decision = decide(st.spec, refs, self.history, step in self.forced)
-            st.decision = decision
-            st.reason = str(decision.reason)
-            if decision.action == RUN:
+            decision = st.prep.precheck
+            if decision is None:
+                refs = []
+                for up in st.prep.upstream:
+                    mat = self.states[up].mat
+                    assert mat is not None
+                    refs.append(R.InputRef(up.asset, up.partition, mat.data_version))
+                decision = decide(st.spec, refs, self.history, st.prep.forced)
+            if decision.action == SKIP:
+                self._skip(step, str(decision.reason), str(step))
+            elif decision.action == FAIL:
+                self._fail(step, str(decision.reason), decision.reason.code.value, SourceMissing)
+            elif decision.action == RUN:
+                st.decision, st.reason = decision, str(decision.reason)
                 self._push(step)
             else:
                 assert decision.cached is not None
-                work.extend(self._resolve(step, R.CACHED, st.reason, decision.cached, decide_children=False))
-
-    def _pinned(self, step: StepId) -> R.Materialization | None:
-        """With --snapshot, an upstream step outside the selection reads its pinned materialization."""
-        mat = self.pinned.get((step.asset, step.partition))
-        if mat is None or step.asset in self.targets or not self.history.present(mat):
-            return None
-        return mat
+                st.decision = decision
+                work.extend(self._resolve(step, S.CACHED, str(decision.reason), decision.cached, decide_children=False))
 
     def _push(self, step: StepId) -> None:
         self._seq += 1
-        self.states[step].status = "ready"
-        heapq.heappush(self.ready, (-self.priority.get(step, 0.0), self._seq, step))
+        self.states[step].status = S.READY
+        assert self.table is not None
+        heapq.heappush(self.ready, (-self.table.priority.get(step, 0.0), self._seq, step))
 
     def _resolve(
-        self, step: StepId, status: str, reason: str, mat: R.Materialization, decide_children: bool = True
+        self, step: StepId, status: S, reason: str, mat: R.Materialization, decide_children: bool = True
     ) -> list[StepId]:
         st = self.states[step]
         st.status, st.reason, st.mat = status, reason, mat
-        if status == R.CACHED:
+        if status == S.CACHED:
             self._record(st)
             self.on_event(Event(STEP_FINISHED, self.run_id, step, status, reason))
         unblocked = []
-        for child in st.children:
+        for child in st.prep.children:
             cst = self.states[child]
             cst.waiting -= 1
-            if cst.waiting == 0 and cst.status == R.PENDING:
+            if cst.waiting == 0 and cst.status == S.PENDING:
                 unblocked.append(child)
         if decide_children:
             for child in unblocked:
@@ -536,102 +397,48 @@ class Engine:
             return
         capacity = self.executor.capacity
         deferred = []
-        full: set[str] = set()  # pools whose slots other engines hold, as found in this pass
-        self.pool_poll = None
-        while self.ready:
-            if self.running and self.cpu_used >= capacity.cpu - 1e-9:
-                break
+        self.admission.new_pass()
+        while self.ready and not self.admission.saturated(capacity):
             entry = heapq.heappop(self.ready)
             step = entry[2]
             st = self.states[step]
-            if st.status != "ready":
+            if st.status != S.READY:
                 continue  # reopened while queued
-            cpu, mem, alone = _share(st.asset.resources, capacity)
-            fits = not self.running or (
-                not alone and self.cpu_used + cpu <= capacity.cpu + 1e-9 and self.mem_used + mem <= capacity.memory_mb
-            )
-            if not fits or not self._references_settled(st) or not self._take_pool_slot(step, st.asset, full):
+            verdict = self.admission.admit(step, st.asset, capacity) if self._references_settled(st) else Verdict.DEFER
+            if verdict == Verdict.DEFER:
                 deferred.append(entry)
-                continue
-            verdict = self._admit(st.asset)
-            if verdict != "yes":
-                self._give_pool_slot_back(step)
-            if verdict == "wait":
-                deferred.append(entry)
-                continue
-            if verdict == "fail":
+            elif verdict == Verdict.BREAKER_OPEN:
                 systems = ", ".join(st.asset.uses)
-                self._fail(step, f"CircuitOpen: {systems} failed too often in a row; not started", "circuit open")
-                continue
-            self._submit(step, cpu, mem)
+                error = f"CircuitOpen: {systems} failed too often in a row; not started"
+                self._fail(step, error, "circuit open", CircuitOpen)
+            else:
+                self._submit(step)
         for entry in deferred:
             heapq.heappush(self.ready, entry)
 
-    def _take_pool_slot(self, step: StepId, asset: AssetDef, full: set[str]) -> bool:
-        """Whether a step may start within its pool's limit, counted across every engine on the database.
-
-        This engine's own count answers first (no query while it fills the pool itself); then the step takes
-        a slot in the database, or waits while other engines hold them all.
-        """
-        if not asset.pool:
-            return True
-        limit = self.settings.pools[asset.pool]
-        if self.pool_use.get(asset.pool, 0) >= limit or asset.pool in full:
-            return False
-        lease = self.meta.acquire_pool_slot(
-            asset.pool, limit, self.run_id, self.owner, self.settings.lease_ttl_s, str(step)
-        )
-        if lease is None:
-            full.add(asset.pool)
-            for holder in self.meta.pool_holders(asset.pool):
-                self._abandon_if_dead(holder.run_id, holder.owner)
-            self.pool_poll = time.monotonic() + _POOL_POLL_S
-            return False
-        self.pool_slots[step] = lease
-        return True
-
-    def _give_pool_slot_back(self, step: StepId) -> None:
-        lease = self.pool_slots.pop(step, None)
-        if lease is not None:
-            self.meta.release_pool_slot(lease)
-
-    def _admit(self, asset: AssetDef) -> str:
-        verdicts = [self._breaker(system).admit(time.time()) for system in asset.uses]
-        if "fail" in verdicts:
-            return "fail"
-        return "wait" if "wait" in verdicts else "yes"
-
-    def _breaker(self, system: str) -> CircuitBreaker:
-        if system not in self.breakers:
-            policy = self.settings.breakers.get(system, BreakerPolicy())
-            self.breakers[system] = CircuitBreaker(policy)
-        return self.breakers[system]
-
-    def _submit(self, step: StepId, cpu: float, mem: int) -> None:
+    def _submit(self, step: StepId) -> None:
+        """Claim an admitted step's key and hand its job to the executor (or wait, or reuse a result)."""
         st = self.states[step]
         assert st.decision is not None and st.decision.cache_key is not None
         key = st.decision.cache_key
-        attempt = R.AttemptRecord(self.run_id, step.asset, step.partition, st.attempts + 1, "running", time.time())
-        claim = self.meta.claim(key, self.run_id, self.owner, self.settings.lease_ttl_s, attempt)
+        claim = self.recorder.claim(step, st.attempts + 1, key)
         if claim.token is None:
-            self._give_pool_slot_back(step)
+            self.admission.release(step)
             if claim.holder is not None:
-                self._abandon_if_dead(*claim.holder)
+                self.recorder.reap(*claim.holder)
             self.lease_wait[step] = time.monotonic() + 0.1
-            st.status = "waiting"
+            st.status = S.WAITING
             return
         hit = claim.committed
-        if hit is not None and st.spec.cache and step not in self.forced and self.history.present(hit):
+        if hit is not None and st.spec.cache and not st.prep.forced and self.history.present(hit):
             # Another run committed this key since this run decided: its result is as good as this one.
-            self._give_pool_slot_back(step)
-            self.meta.end_attempt(
-                self.run_id, step.asset, step.partition, attempt.attempt, "reused", lease=(key, claim.token)
-            )
-            self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
+            self.admission.release(step)
+            self.recorder.end_attempt(step, st.attempts + 1, "reused", lease=(key, claim.token))
+            self._resolve(step, S.CACHED, "computed by a concurrent run", hit)
             return
         st.token = claim.token
         st.attempts += 1
-        st.status = "running"
+        st.status = S.RUNNING
         job = StepJob(
             project_dir=str(self.settings.root),
             artifacts_url=self.settings.artifacts,
@@ -644,20 +451,15 @@ class Engine:
             params=dict(st.spec.params),
             seed=st.spec.seed,
             inputs=self._inputs(st),
-            source_path=st.source_path,
+            source_path=st.prep.source_path,
             capture_output=self.kind in ("process", "ray"),  # one job per process main thread
             timeout=st.asset.timeout or self.settings.timeout,
             drift=self._drift_baselines(st),
         )
-        self.cpu_used += cpu
-        self.mem_used += mem
-        if st.asset.pool:
-            self.pool_use[st.asset.pool] = self.pool_use.get(st.asset.pool, 0) + 1
         self.on_event(Event(STEP_STARTED, self.run_id, step, "running", st.reason))
         st.submitted = time.monotonic()
         ticket = self.executor.submit(self._job_function(), job, job.timeout, st.asset.resources)
         self.running[ticket] = step
-        self._held[step] = (cpu, mem)
 
     def _job_function(self) -> Any:
         """The step job, imported on first use (a run with nothing to execute never needs it)."""
@@ -683,7 +485,8 @@ class Engine:
                 self._snapshots[name] = self.meta.snapshot(name)
             return self._snapshots[name]
 
-        return baselines.resolve(st.asset, st.step, self._keys(st.asset), latest, self.history.present, pinned)
+        keys = self._keys(st.asset)
+        return baselines.resolve(st.asset, st.step, keys, latest, self.history.present, pinned)
 
     def _references_settled(self, st: _State) -> bool:
         """Whether the earlier partitions a drift check compares with, when part of this run, have settled."""
@@ -693,27 +496,17 @@ class Engine:
 
         for ref in reference_steps(st.asset, self._keys(st.asset), st.step):
             known = self.states.get(ref)
-            if known is not None and known.status not in (R.EXECUTED, R.CACHED, R.FAILED, R.SKIPPED):
+            if known is not None and known.status not in _SETTLED:
                 return False
         return True
 
-    def _end_attempt(self, st: _State, status: str, error: str | None = None) -> None:
-        """Record how the step's current attempt ended and give up its lease, if it still holds one."""
-        key = st.decision.cache_key if st.decision else None
-        lease = (key, st.token) if key is not None and st.token is not None else None
-        self.meta.end_attempt(self.run_id, st.step.asset, st.step.partition, st.attempts, status, error, lease)
-        st.token = None
-
-    def _abandon_if_dead(self, run_id: str, owner: str) -> None:
-        """Abandon a run whose engine was a process of this host that is gone: its leases and slots free at once."""
-        host, _, pid = owner.rpartition(":")
-        if host != os.uname().nodename or not pid.isdigit() or _alive(int(pid)):
-            return
-        self.meta.abandon_run(run_id, f"its engine (process {pid}) is no longer running")
+    def _keys(self, asset: AssetDef) -> list[str]:
+        assert self.table is not None
+        return self.table.keys_of(asset)
 
     def _inputs(self, st: _State) -> tuple[InputSpec, ...]:
         specs = []
-        for inp in st.ups:
+        for inp in st.prep.inputs:
             for up in inp.steps:
                 mat = self.states[up].mat
                 assert mat is not None
@@ -727,22 +520,10 @@ class Engine:
     def _finished(self, done: Completed) -> None:
         step = self.running.pop(done.ticket)
         st = self.states[step]
-        cpu, mem = self._held.pop(step)
-        self.cpu_used -= cpu
-        self.mem_used -= mem
-        if st.asset.pool:
-            self.pool_use[st.asset.pool] -= 1
-            self._give_pool_slot_back(step)
+        self.admission.release(step)
         outcome = _outcome(done, st.asset.timeout or self.settings.timeout, time.monotonic() - st.submitted)
-        if outcome.logs:
-            self.meta.add_logs(
-                [
-                    R.LogRecord(self.run_id, step.asset, step.partition, st.attempts, t, level, msg)
-                    for t, level, msg in outcome.logs
-                ]
-            )
-        for system in st.asset.uses:
-            self._breaker(system).record(outcome.status == OK, time.time())
+        self.recorder.logs(step, st.attempts, outcome.logs)
+        self.admission.record(st.asset.uses, outcome.status == OK)
         if outcome.status == OK:
             self._commit(step, outcome)
         elif outcome.bad_input is not None:
@@ -792,26 +573,26 @@ class Engine:
             st.attempts,
             outcome.duration_s,
         )
-        assert st.token is not None
+        lease = st.lease
+        assert lease is not None
         try:
-            self.meta.commit_materialization(mat, record, (mat.cache_key, st.token))
+            self.recorder.commit(mat, record, lease)
         except LeaseLost:
+            st.token = None  # lost: nothing to release
             # Another engine took the key over; if it committed, its result is as good as this one.
             hit = self.history.cached(step, mat.cache_key)
             if hit is not None:
-                st.token = None  # lost: nothing to release
                 self._end_attempt(st, "lost", "lease lost")
-                self._resolve(step, R.CACHED, "computed by a concurrent run", hit)
+                self._resolve(step, S.CACHED, "computed by a concurrent run", hit)
                 return
-            st.token = None
-            lost = StepOutcome("failed", error="LeaseLost: another engine took this step over", retryable=True)
-            self._attempt_failed(step, lost)
+            error = "LeaseLost: another engine took this step over"
+            self._attempt_failed(step, StepOutcome("failed", error=error, retryable=True, error_class=LeaseLost))
             return
         st.duration = outcome.duration_s
         checkpoint_path(str(self.settings.root), mat.cache_key).unlink(missing_ok=True)
         self.history.remember(mat)
         self.on_event(Event(STEP_FINISHED, self.run_id, step, R.EXECUTED, st.reason))
-        self._resolve(step, R.EXECUTED, st.reason, mat)
+        self._resolve(step, S.EXECUTED, st.reason, mat)
 
     def _recompute_input(self, step: StepId, outcome: StepOutcome) -> None:
         """An input object was missing or damaged on read: quarantine it, recompute its producer, run again.
@@ -826,16 +607,17 @@ class Engine:
         assert outcome.bad_input is not None
         version, digest = outcome.bad_input
         self._end_attempt(st, R.FAILED, outcome.error)
-        producers = [up for up in _distinct(st.ups) if (m := self.states[up].mat) and m.data_version == version]
+        producers = [up for up in st.prep.upstream if (m := self.states[up].mat) and m.data_version == version]
         self._recomputed[step] = self._recomputed.get(step, 0) + 1
         if not producers or self._recomputed[step] > 2:
-            self._fail(step, outcome.error or "an input object is damaged", st.reason)
+            error = outcome.error or "an input object is damaged"
+            self._fail(step, error, st.reason, outcome.error_class or CorruptObject)
             return
         for damaged in dict.fromkeys((digest, version)):  # a Files member, then its manifest
             if self.artifacts.exists(damaged):
                 quarantine_object(self.artifacts, damaged)
         self.on_event(Event(STEP_RETRYING, self.run_id, step, "retrying", f"input {version[:15]}… was damaged"))
-        st.status = R.PENDING
+        st.status = S.PENDING
         for up in producers:
             self._reopen(up)
         for up in producers:
@@ -844,11 +626,11 @@ class Engine:
     def _reopen(self, step: StepId) -> None:
         """Make a resolved step undecided again; its waiting children wait for it once more."""
         st = self.states[step]
-        st.status, st.mat, st.decision = R.PENDING, None, None
-        for child in st.children:
+        st.status, st.mat, st.decision = S.PENDING, None, None
+        for child in st.prep.children:
             cst = self.states[child]
-            if cst.status in (R.PENDING, "ready"):
-                cst.status = R.PENDING  # a queued entry of it is skipped when popped
+            if cst.status in (S.PENDING, S.READY):
+                cst.status = S.PENDING  # a queued entry of it is skipped when popped
                 cst.waiting += 1
 
     def _attempt_failed(self, step: StepId, outcome: StepOutcome) -> None:
@@ -858,16 +640,21 @@ class Engine:
         if outcome.retryable and st.attempts < policy.max_attempts and not self.stopped:
             delay = policy.delay(st.attempts, self._rng.random())
             self.retry_wait[step] = time.monotonic() + delay
-            st.status = "retrying"
+            st.status = S.RETRYING
             detail = f"attempt {st.attempts} failed, retrying in {delay:.1f} s: {_first_line(outcome.error)}"
             self.on_event(Event(STEP_RETRYING, self.run_id, step, "retrying", detail))
             return
         st.duration = outcome.duration_s
-        self._fail(step, outcome.error or "failed", st.reason)
+        self._fail(step, outcome.error or "failed", st.reason, outcome.error_class)
 
-    def _fail(self, step: StepId, error: str, reason: str) -> None:
+    def _end_attempt(self, st: _State, status: str, error: str | None = None) -> None:
+        """Record how the step's current attempt ended and give up its lease, if it still holds one."""
+        self.recorder.end_attempt(st.step, st.attempts, status, error, st.lease)
+        st.token = None
+
+    def _fail(self, step: StepId, error: str, reason: str, error_class: type[CairnError] | None = None) -> None:
         st = self.states[step]
-        st.status, st.error, st.reason = R.FAILED, error, reason
+        st.status, st.error, st.reason, st.error_class = S.FAILED, error, reason, error_class
         self._record(st)
         self.on_event(Event(STEP_FINISHED, self.run_id, step, R.FAILED, _first_line(error)))
         self._skip_descendants(step, f"upstream failed: {step}")
@@ -877,21 +664,21 @@ class Engine:
     def _skip(self, step: StepId, reason: str, not_ready: str) -> None:
         """A step that cannot run yet (its data is not there); not a failure, but the run is `partial`."""
         st = self.states[step]
-        st.status, st.reason, st.not_ready = R.SKIPPED, reason, not_ready
+        st.status, st.reason, st.not_ready = S.SKIPPED, reason, not_ready
         self._record(st)
         self.on_event(Event(STEP_FINISHED, self.run_id, step, R.SKIPPED, reason))
         self._skip_descendants(step, f"upstream not ready: {step}", not_ready)
 
     def _skip_descendants(self, step: StepId, reason: str, not_ready: str | None = None) -> None:
-        stack = list(self.states[step].children)
+        stack = list(self.states[step].prep.children)
         while stack:
             child = stack.pop()
             cst = self.states[child]
-            if cst.status in (R.PENDING, "ready"):
-                cst.status, cst.reason, cst.not_ready = R.SKIPPED, reason, not_ready
+            if cst.status in (S.PENDING, S.READY):
+                cst.status, cst.reason, cst.not_ready = S.SKIPPED, reason, not_ready
                 self._record(cst)
                 self.on_event(Event(STEP_FINISHED, self.run_id, child, R.SKIPPED, reason))
-                stack.extend(cst.children)
+                stack.extend(cst.prep.children)
 
     def _stop(self, reason: str) -> None:
         self.stopped = True
@@ -900,30 +687,29 @@ class Engine:
         self.lease_wait.clear()
         for step in self.order:
             st = self.states[step]
-            if st.status in (R.PENDING, "ready", "retrying", "waiting"):
-                st.status, st.reason = R.SKIPPED, reason
+            if st.status in (S.PENDING, S.READY, S.RETRYING, S.WAITING):
+                st.status, st.reason = S.SKIPPED, reason
                 self._record(st)
 
     def _cancel_all(self, reason: str) -> None:
         for ticket, step in list(self.running.items()):
             st = self.states[step]
             self._end_attempt(st, R.FAILED, reason)
-            self._give_pool_slot_back(step)
-            st.status, st.error = R.FAILED, reason
+            self.admission.release(step)
+            st.status, st.error = S.FAILED, reason
             self._record(st)
             del self.running[ticket]
         self._stop(reason)
 
     def _record(self, st: _State) -> None:
-        key = st.decision.cache_key if st.decision else None
-        self.pending_records.append(
+        self.recorder.step(
             R.StepRecord(
                 self.run_id,
                 st.step.asset,
                 st.step.partition,
                 st.status,
                 st.reason,
-                key,
+                st.decision.cache_key if st.decision else None,
                 st.mat.data_version if st.mat else None,
                 st.attempts,
                 st.duration,
@@ -931,24 +717,9 @@ class Engine:
             )
         )
 
-    def _flush(self) -> None:
-        if self.pending_records:
-            self.meta.upsert_steps(self.pending_records)
-            self.pending_records = []
-
     def _heartbeat(self) -> None:
-        self.meta.heartbeat_run(self.run_id)
-        held = []
-        for step in self.running.values():
-            st = self.states[step]
-            if st.decision and st.decision.cache_key and st.token is not None:
-                held.append((st.decision.cache_key, st.token))
-        if held:
-            self.meta.renew_leases(held, self.settings.lease_ttl_s)
-        # A slot lost meanwhile (this engine stalled past its expiry) stays lost: the step runs on, and the
-        # finished step gives back nothing, as its token is no longer current.
-        self.meta.renew_pool_slots(list(self.pool_slots.values()), self.settings.lease_ttl_s)
-        self._flush()
+        leases = [lease for step in self.running.values() if (lease := self.states[step].lease) is not None]
+        self.recorder.heartbeat(leases, self.admission.renew)
 
 
 def _outcome(done: Completed, timeout: float | None, elapsed: float) -> StepOutcome:
@@ -958,39 +729,17 @@ def _outcome(done: Completed, timeout: float | None, elapsed: float) -> StepOutc
         result: StepOutcome = done.result
         if result.status == TIMEOUT:
             error = f"StepTimeout: {result.error}"
-            return StepOutcome(TIMEOUT, None, result.duration_s, result.logs, error=error, retryable=True)
+            return StepOutcome(
+                TIMEOUT, None, result.duration_s, result.logs, error=error, retryable=True, error_class=StepTimeout
+            )
         return result
     if done.timed_out:
         error = f"StepTimeout: the attempt ran longer than its timeout of {timeout} s"
-        return StepOutcome(TIMEOUT, None, elapsed, error=error)
+        return StepOutcome(TIMEOUT, None, elapsed, error=error, error_class=StepTimeout)
     if done.crashed:
-        return StepOutcome("failed", None, elapsed, error=f"StepCrashed: {done.error}")
+        return StepOutcome("failed", None, elapsed, error=f"StepCrashed: {done.error}", error_class=StepCrashed)
     error = f"StepCrashed: the step job failed outside user code: {done.error}"
-    return StepOutcome("failed", None, elapsed, error=error)
-
-
-def _share(resources: Resources, capacity: Capacity) -> tuple[float, int, bool]:
-    """The CPU and memory a step holds while it runs, and whether it must run alone: a step that asks for the
-    whole machine (or more) holds all of it, so nothing starts beside it."""
-    alone = resources.cpu >= capacity.cpu or (resources.memory_mb > 0 and resources.memory_mb >= capacity.memory_mb)
-    if alone:
-        return capacity.cpu, capacity.memory_mb, True
-    return resources.cpu, resources.memory_mb, False
-
-
-def _distinct(ups: list[StepInput]) -> list[StepId]:
-    """The upstream steps of a step's inputs, each once, in order."""
-    return list(dict.fromkeys(step for inp in ups for step in inp.steps))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return StepOutcome("failed", None, elapsed, error=error, error_class=StepCrashed)
 
 
 def _first_line(text: str | None) -> str:

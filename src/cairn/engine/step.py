@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,22 +20,14 @@ from typing import Any
 from cairn.core.asset import AssetDef
 from cairn.core.contracts import Contract, RuleResult
 from cairn.core.graph import Graph
+from cairn.core.keys import step_label
 from cairn.core.partitions import context_window
 from cairn.core.records import StoredValue
 from cairn.engine.context import Checkpoint, Context, checkpoint_path
-from cairn.engine.jobs import (
-    BAD_INPUT,
-    FAILED,
-    OK,
-    SOURCE_FORMAT,
-    TIMEOUT,
-    DriftBaseline,
-    InputSpec,
-    StepJob,
-    StepOutcome,
-)
-from cairn.errors import CorruptObject, MissingObject, NonRetryable, StepTimeout
+from cairn.engine.jobs import BAD_INPUT, FAILED, OK, TIMEOUT, DriftBaseline, InputSpec, StepJob, StepOutcome
+from cairn.errors import CairnError, CheckFailed, ContractViolation, NonRetryable, StepFailed, StepTimeout
 from cairn.executors.base import job_started
+from cairn.io.reading import SOURCE_FORMAT, BadInput, load_inputs, load_stored
 
 _graphs: dict[str, Graph] = {}
 _loaded: dict[str, tuple[str, Graph]] = {}  # project folder -> (run id, graph) loaded by this worker
@@ -67,7 +58,7 @@ def run_step(job: StepJob) -> StepOutcome:
             timings = {"checks_s": finished - copied, "output_s": copied - started}
             return _checked(StepOutcome(OK, stored, finished - started, timings=timings), checks, job)
         ctx = _context(job, asset)
-        kwargs = _load_inputs(job.inputs, store)
+        kwargs = load_inputs(job.inputs, store)
         if asset.context_param:
             kwargs[asset.context_param] = ctx
         assert asset.fn is not None
@@ -94,12 +85,19 @@ def run_step(job: StepJob) -> StepOutcome:
             OK, stored, finished - started, _logs(ctx, out), ctx.metrics, ctx.metadata, timings=timings
         )
         return _checked(outcome, results, job)
-    except _BadInput as bad:
+    except BadInput as bad:
         return StepOutcome(
-            BAD_INPUT, None, time.perf_counter() - started, error=str(bad.error), bad_input=(bad.version, bad.digest)
+            BAD_INPUT,
+            None,
+            time.perf_counter() - started,
+            error=str(bad.error),
+            error_class=type(bad.error),
+            bad_input=(bad.version, bad.digest),
         )
     except (StepTimeout, _Deadline) as exc:
-        return StepOutcome(TIMEOUT, None, time.perf_counter() - started, _logs(ctx, out), error=str(exc))
+        return StepOutcome(
+            TIMEOUT, None, time.perf_counter() - started, _logs(ctx, out), error=str(exc), error_class=StepTimeout
+        )
     except Exception as exc:
         return StepOutcome(
             FAILED,
@@ -107,6 +105,7 @@ def run_step(job: StepJob) -> StepOutcome:
             time.perf_counter() - started,
             _logs(ctx, out),
             error=_describe(exc),
+            error_class=_error_class(exc),
             retryable=not isinstance(exc, NonRetryable),
         )
     finally:
@@ -180,12 +179,22 @@ def _checked(outcome: StepOutcome, results: list[RuleResult], job: StepJob) -> S
     # A drift rule guards the data like a contract does; only `@check` functions fail with CheckFailed.
     check_names = {check.name for check in _graph(job)[job.asset].checks if check.drift is None}
     broken_contract = any(r.rule not in check_names for r in failures)
-    kind = "ContractViolation" if broken_contract else "CheckFailed"
+    error_class = ContractViolation if broken_contract else CheckFailed
+    kind = error_class.__name__
     what = "broke its contract" if broken_contract else "failed a blocking check"
-    where = f"{job.asset}@{job.partition}" if job.partition else job.asset
+    where = step_label(job.asset, job.partition)
     lines = "\n".join(f"  - {r.describe()}" for r in failures)
     error = f"{kind}: asset '{where}' {what}; nothing was published:\n{lines}"
-    return replace(outcome, status=FAILED, stored=None, checks=recorded, error=error, retryable=False, logs=logs)
+    return replace(
+        outcome,
+        status=FAILED,
+        stored=None,
+        checks=recorded,
+        error=error,
+        error_class=error_class,
+        retryable=False,
+        logs=logs,
+    )
 
 
 def _as_dict(result: RuleResult) -> dict[str, Any]:
@@ -234,7 +243,7 @@ def _store(url: str, project_dir: str, options: dict[str, Any]) -> Any:
 
 
 def _workdir(job: StepJob) -> Path:
-    name = f"{job.asset}@{job.partition}" if job.partition else job.asset
+    name = step_label(job.asset, job.partition)
     return Path(job.project_dir) / ".cairn" / "work" / f"{job.run_id}-{name}-{job.attempt}"
 
 
@@ -263,14 +272,6 @@ def _input_versions(specs: tuple[InputSpec, ...]) -> dict[str, Any]:
         else:
             versions.setdefault(spec.param, {})[spec.key] = spec.ref.data_version
     return versions
-
-
-class _BadInput(Exception):
-    """An input object is missing or damaged: the engine quarantines it and recomputes its producer."""
-
-    def __init__(self, version: str, digest: str, error: Exception) -> None:
-        super().__init__(str(error))
-        self.version, self.digest, self.error = version, digest, error
 
 
 class _Deadline(BaseException):
@@ -314,6 +315,12 @@ def _logs(ctx: Context | None, out: stdio.StringIO) -> tuple[tuple[float, str, s
     return tuple(records)
 
 
+def _error_class(exc: Exception) -> type[CairnError]:
+    """The class an attempt failed with: a cairn error keeps its own (`Fatal`, `SerializationError`, ...);
+    any other exception is `StepFailed`, the asset's code raising (or a library it or cairn called)."""
+    return type(exc) if isinstance(exc, CairnError) else StepFailed
+
+
 def _describe(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     user = [f for f in frames if "/cairn/" not in f.filename.replace("\\", "/")] or frames[-1:]
@@ -344,156 +351,3 @@ def _copy_source(job: StepJob, store: Any) -> StoredValue:
         writer.abort()
         raise
     return StoredValue(digest, size, SOURCE_FORMAT, path.suffix.lower() or ".bin")
-
-
-class _TableCache:
-    """Arrow tables this worker has read, by data version, least recently used dropped first.
-
-    A windowed input reads mostly the same partitions step after step (a 28-day window moves by one day), so
-    a worker keeps the verified, parsed tables instead of reading and parsing them again. Arrow tables are
-    immutable and every step gets its own DataFrame converted from one, so no step sees another's changes.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._tables: OrderedDict[str, Any] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, version: str) -> Any:
-        with self._lock:
-            table = self._tables.get(version)
-            if table is not None:
-                self._tables.move_to_end(version)
-            return table
-
-    def put(self, version: str, table: Any) -> None:
-        size = table.nbytes
-        if size > self.max_bytes // 4:
-            return  # a large table would push out many small ones that are read more often
-        with self._lock:
-            if version in self._tables:
-                return
-            self._tables[version] = table
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, dropped = self._tables.popitem(last=False)
-                self._bytes -= dropped.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._tables.clear()
-            self._bytes = 0
-
-
-TABLE_CACHE_BYTES = 128 << 20  # per worker process
-_tables = _TableCache(TABLE_CACHE_BYTES)
-
-
-def forget_inputs() -> None:
-    """Drop the cached input tables of this process (at the end of a run that executed steps in it)."""
-    _tables.clear()
-
-
-def _load_input(stored: StoredValue, store: Any) -> Any:
-    """`load_stored`, through the worker's table cache for Parquet objects."""
-    from cairn.io.parquet import FORMAT as PARQUET
-
-    if stored.format != PARQUET:
-        return load_stored(stored, store)
-    from cairn.io.parquet import read_parquet, table_as
-
-    table = _tables.get(stored.data_version)
-    if table is None:
-        table = read_parquet(store.read_bytes(stored.data_version, stored.size))
-        _tables.put(stored.data_version, table)
-    return table_as(table, stored.pytype)
-
-
-def _load_inputs(specs: tuple[InputSpec, ...], store: Any) -> dict[str, Any]:
-    """Each parameter's value; a windowed or all-partitions input is a dict by partition key."""
-    kwargs: dict[str, Any] = {}
-    for spec in specs:
-        try:
-            loaded = _load_input(spec.stored, store)
-        except (CorruptObject, MissingObject) as exc:
-            raise _BadInput(spec.stored.data_version, exc.digest or spec.stored.data_version, exc) from exc
-        value = convert_table(loaded, _element(spec.annotation) if spec.key else spec.annotation)
-        if spec.key is None:
-            kwargs[spec.param] = value
-        else:
-            kwargs.setdefault(spec.param, {})[spec.key] = value
-    return kwargs
-
-
-def _element(annotation: str) -> str:
-    """``dict[str, pl.DataFrame]`` → ``pl.DataFrame``: the annotation of one value of a dict input."""
-    inner = annotation.replace(" ", "")
-    if inner.startswith(("dict[", "Dict[", "Mapping[")) and "," in inner:
-        return inner[inner.index(",") + 1 : -1]
-    return ""
-
-
-def load_stored(stored: StoredValue, store: Any) -> Any:
-    """Read a stored value back (its checksum is verified first), sources parsed by their file type."""
-    if stored.format == SOURCE_FORMAT:
-        return _parse_source(store.read_bytes(stored.data_version, stored.size), stored.pytype)
-    from cairn.io import load
-
-    return load(stored, store)
-
-
-def _parse_source(data: bytes, suffix: str) -> Any:
-    if suffix == ".parquet":
-        from cairn.io.parquet import read_parquet
-
-        return read_parquet(data)
-    if suffix == ".csv":
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        return pacsv.read_csv(pa.BufferReader(data))
-    if suffix == ".json":
-        return json.loads(data)
-    if suffix == ".npy":
-        import numpy as np
-
-        return np.load(stdio.BytesIO(data), allow_pickle=False)
-    if suffix in (".txt", ".md", ".sql"):
-        return data.decode("utf-8")
-    return data
-
-
-def convert_table(value: Any, annotation: str) -> Any:
-    """Convert a table to the DataFrame type the consuming parameter is annotated with."""
-    module = type(value).__module__.split(".")[0]
-    if module not in ("pyarrow", "pandas", "polars") or not annotation:
-        return value
-    wanted = _wanted_table(annotation)
-    if wanted is None or wanted == module:
-        return value
-    import pyarrow as pa
-
-    table = value
-    if module == "pandas":
-        table = pa.Table.from_pandas(value, preserve_index=False)
-    elif module == "polars":
-        table = value.to_arrow()
-    if wanted == "pandas":
-        return table.to_pandas()
-    if wanted == "polars":
-        import polars as pl
-
-        return pl.from_arrow(table)
-    return table
-
-
-def _wanted_table(annotation: str) -> str | None:
-    text = annotation.replace(" ", "")
-    if text.startswith(("pd.", "pandas.")):
-        return "pandas"
-    if text.startswith(("pl.", "polars.")):
-        return "polars"
-    if text.startswith(("pa.", "pyarrow.")):
-        return "pyarrow"
-    return None

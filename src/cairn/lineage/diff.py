@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cairn.core.keys import step_label
 from cairn.core.records import Materialization
-from cairn.lineage.graph import step_label
 from cairn.storage.metadata import MetadataStore
 
 DISTRIBUTIONS = "distributions"

@@ -16,17 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.core.graph import Graph
-from cairn.core.keys import StepId
+from cairn.core.keys import StepId, step_label
 from cairn.core.records import InputRef, Materialization
 from cairn.errors import UsageError, did_you_mean
 from cairn.storage.metadata import MetadataStore
 
 SOURCE_FORMAT = "source"
-
-
-def step_label(asset: str, partition: str) -> str:
-    """``asset`` or ``asset@partition``."""
-    return f"{asset}@{partition}" if partition else asset
 
 
 def is_source(mat: Materialization) -> bool:
@@ -74,13 +69,7 @@ class LineageNode:
         if mat is None:
             out["recorded"] = False
         else:
-            out.update(
-                code_version=mat.code_version,
-                run_id=mat.run_id,
-                created_at=mat.created_at,
-                cache_key=mat.cache_key,
-                source=self.source,
-            )
+            out.update(mat.to_dict("code_version", "run_id", "created_at", "cache_key"), source=self.source)
         if self.repeated:
             out["repeated"] = True
         else:
@@ -167,14 +156,7 @@ class Impacted:
             "depth": self.depth,
             "via": list(self.via),
             "materializations": [
-                {
-                    "partition": mat.partition or None,
-                    "data_version": mat.data_version,
-                    "code_version": mat.code_version,
-                    "run_id": mat.run_id,
-                    "created_at": mat.created_at,
-                }
-                for mat in self.current
+                mat.to_dict("partition", "data_version", "code_version", "run_id", "created_at") for mat in self.current
             ],
         }
 

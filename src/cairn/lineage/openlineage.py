@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cairn.core.keys import step_label
 from cairn.core.records import AttemptRecord, Materialization
 from cairn.errors import CairnError, UsageError
-from cairn.lineage.graph import LineageNode, is_source, step_label
+from cairn.lineage.graph import LineageNode, is_source
 from cairn.storage.base import ArtifactStore
 from cairn.storage.metadata import MetadataStore
 from cairn.version import __version__

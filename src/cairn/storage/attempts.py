@@ -81,7 +81,7 @@ class AttemptLeases(Database):
     ) -> None:
         """Set an attempt's outcome and finish time (database clock)."""
         self._write1(
-            f"finish attempt {attempt} of {asset}@{partition}",
+            f"finish attempt {attempt} of {step_label(asset, partition)}",
             "UPDATE attempts SET status = ?, finished_at = {now}, error = ? "
             "WHERE run_id = ? AND asset = ? AND partition = ? AND attempt = ?",
             (status, error, run_id, asset, partition, attempt),

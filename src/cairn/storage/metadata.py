@@ -340,7 +340,7 @@ class MetadataStore(AttemptLeases, DatasetRecords, PoolSlots):
                 if cur.rowcount != 1:
                     raise LeaseLost(
                         f"the lease on cache key {lease[0]} (token {lease[1]}) is no longer held by run "
-                        f"{mat.run_id}, so attempt {mat.attempt} of {mat.asset}@{mat.partition} was not "
+                        f"{mat.run_id}, so attempt {mat.attempt} of {step_label(mat.asset, mat.partition)} was not "
                         "committed; another run computes this result, and a rerun reuses it"
                     )
             cur.execute(self._sql(_INSERT_MAT), params)
@@ -363,7 +363,7 @@ class MetadataStore(AttemptLeases, DatasetRecords, PoolSlots):
             )
             return mat_id
 
-        return self._transaction(f"commit the materialization of {mat.asset}@{mat.partition}", commit)
+        return self._transaction(f"commit the materialization of {step_label(mat.asset, mat.partition)}", commit)
 
     def find_by_cache_key(self, cache_key: str) -> Materialization | None:
         """The newest materialization with this cache key, or None."""
@@ -401,7 +401,7 @@ class MetadataStore(AttemptLeases, DatasetRecords, PoolSlots):
     def latest_materialization(self, asset: str, partition: str = "") -> Materialization | None:
         """The newest materialization of one asset partition, or None."""
         rows = self._rows(
-            f"find the latest materialization of {asset}@{partition}",
+            f"find the latest materialization of {step_label(asset, partition)}",
             f"SELECT {_MAT_COLUMNS} FROM materializations WHERE asset = ? AND partition = ? ORDER BY id DESC LIMIT 1",
             (asset, partition),
         )
@@ -469,7 +469,7 @@ class MetadataStore(AttemptLeases, DatasetRecords, PoolSlots):
     ) -> list[Materialization]:
         """The materializations of one asset partition that stored exactly this data version, newest first."""
         rows = self._rows(
-            f"find {asset}@{partition} at {data_version}",
+            f"find {step_label(asset, partition)} at {data_version}",
             f"SELECT {_MAT_COLUMNS} FROM materializations WHERE data_version = ? AND asset = ? AND partition = ? "
             "ORDER BY id DESC LIMIT ?",
             (data_version, asset, partition, limit),

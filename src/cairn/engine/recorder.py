@@ -1,0 +1,136 @@
+"""The recorder: the only writer of a run's metadata.
+
+    start ─▶ claim (attempt + lease, one call) ─▶ commit (fenced) | end_attempt ─▶ ... ─▶ finish
+                 step records are batched and written with each heartbeat and at the end
+
+The heartbeat keeps the run alive for other engines: the run row, the leases of running attempts and the
+pool slots they hold are pushed forward together.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from cairn.core import records as R
+from cairn.core.keys import StepId
+from cairn.storage.attempts import Claim
+
+
+class RunWrites(Protocol):
+    """What the engine writes to the metadata store while it runs."""
+
+    def abandon_stale_runs(self, stale_after_s: float) -> list[str]: ...
+
+    def abandon_run(self, run_id: str, why: str) -> bool: ...
+
+    def create_run(self, run: R.RunRecord) -> None: ...
+
+    def heartbeat_run(self, run_id: str) -> None: ...
+
+    def finish_run(self, run_id: str, status: str) -> None: ...
+
+    def claim(self, cache_key: str, run_id: str, owner: str, ttl_s: float, attempt: R.AttemptRecord) -> Claim: ...
+
+    def end_attempt(
+        self,
+        run_id: str,
+        asset: str,
+        partition: str,
+        attempt: int,
+        status: str,
+        error: str | None = None,
+        lease: tuple[str, int] | None = None,
+    ) -> None: ...
+
+    def commit_materialization(
+        self, mat: R.Materialization, step: R.StepRecord, lease: tuple[str, int] | None
+    ) -> int: ...
+
+    def renew_leases(self, leases: Sequence[tuple[str, int]], ttl_s: float) -> list[str]: ...
+
+    def upsert_steps(self, steps: Sequence[R.StepRecord]) -> None: ...
+
+    def add_logs(self, records: Sequence[R.LogRecord]) -> None: ...
+
+
+def engine_owner() -> str:
+    """How this engine names itself in leases and slots: ``host:pid``."""
+    return f"{os.uname().nodename}:{os.getpid()}"
+
+
+class Recorder:
+    """Records one run: its row, the attempts of its steps with their leases, step records, logs, heartbeats."""
+
+    def __init__(self, meta: RunWrites, run_id: str, owner: str, lease_ttl_s: float) -> None:
+        self._meta = meta
+        self.run_id = run_id
+        self.owner = owner
+        self._ttl_s = lease_ttl_s
+        self._pending: list[R.StepRecord] = []
+
+    def start(self, run: R.RunRecord, stale_after_s: float) -> None:
+        """Abandon runs whose engines stopped beating, then record this one as running."""
+        self._meta.abandon_stale_runs(stale_after_s)
+        self._meta.create_run(run)
+
+    def claim(self, step: StepId, attempt: int, cache_key: str) -> Claim:
+        """Start attempt `attempt` of a step and take the lease of its key, in one call (see `Claim`)."""
+        record = R.AttemptRecord(self.run_id, step.asset, step.partition, attempt, "running", time.time())
+        return self._meta.claim(cache_key, self.run_id, self.owner, self._ttl_s, record)
+
+    def end_attempt(
+        self, step: StepId, attempt: int, status: str, error: str | None = None, lease: tuple[str, int] | None = None
+    ) -> None:
+        """Record how an attempt ended and give up its lease (when it still holds one)."""
+        self._meta.end_attempt(self.run_id, step.asset, step.partition, attempt, status, error, lease)
+
+    def commit(self, mat: R.Materialization, record: R.StepRecord, lease: tuple[str, int]) -> None:
+        """Publish a materialization fenced by its lease; raises `LeaseLost` when another engine took it over."""
+        self._meta.commit_materialization(mat, record, lease)
+
+    def step(self, record: R.StepRecord) -> None:
+        """Queue a step record; written with the next heartbeat or at the end of the run."""
+        self._pending.append(record)
+
+    def logs(self, step: StepId, attempt: int, lines: Sequence[tuple[float, str, str]]) -> None:
+        if lines:
+            self._meta.add_logs(
+                [R.LogRecord(self.run_id, step.asset, step.partition, attempt, *line) for line in lines]
+            )
+
+    def heartbeat(self, leases: Sequence[tuple[str, int]], renew_slots: Callable[[], None]) -> None:
+        """Keep the run, the leases of its running attempts and their pool slots alive; write queued records."""
+        self._meta.heartbeat_run(self.run_id)
+        if leases:
+            self._meta.renew_leases(leases, self._ttl_s)
+        renew_slots()
+        self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._meta.upsert_steps(self._pending)
+            self._pending = []
+
+    def finish(self, status: str) -> None:
+        self.flush()
+        self._meta.finish_run(self.run_id, status)
+
+    def reap(self, run_id: str, owner: str) -> None:
+        """Abandon a run whose engine was a process of this host that is gone: its leases and slots free at once."""
+        host, _, pid = owner.rpartition(":")
+        if host != os.uname().nodename or not pid.isdigit() or _alive(int(pid)):
+            return
+        self._meta.abandon_run(run_id, f"its engine (process {pid}) is no longer running")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
