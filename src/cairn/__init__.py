@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from cairn.version import __version__
 
 if TYPE_CHECKING:
+    from cairn import models as models
     from cairn.core.asset import AssetDef, Resources, asset, source
+    from cairn.core.automation import RunRequest, SensorContext, SensorResult, schedule, sensor
     from cairn.core.contracts import (
         CheckResult,
         Contract,
@@ -23,6 +25,16 @@ if TYPE_CHECKING:
         check,
         col,
         drift_check,
+    )
+    from cairn.core.gates import (
+        GateContext,
+        GateResult,
+        gate,
+        latency_budget,
+        metric_threshold,
+        no_regression,
+        segment_regression,
+        size_budget,
     )
     from cairn.core.partitions import (
         AllPartitions,
@@ -40,7 +52,9 @@ if TYPE_CHECKING:
     from cairn.engine.backfill import BackfillResult
     from cairn.engine.context import Context
     from cairn.engine.run import RunResult
+    from cairn.engine.sweep import SweepResult
     from cairn.errors import (
+        AccessDenied,
         CairnError,
         CheckFailed,
         CircuitOpen,
@@ -63,6 +77,20 @@ _LAZY = {
     "asset": "cairn.core.asset",
     "source": "cairn.core.asset",
     "Retry": "cairn.core.retry",
+    **{name: "cairn.core.automation" for name in ("RunRequest", "SensorContext", "SensorResult", "schedule", "sensor")},
+    **{
+        name: "cairn.core.gates"
+        for name in (
+            "GateContext",
+            "GateResult",
+            "gate",
+            "latency_budget",
+            "metric_threshold",
+            "no_regression",
+            "segment_regression",
+            "size_budget",
+        )
+    },
     **{
         name: "cairn.core.contracts"
         for name in (
@@ -97,6 +125,7 @@ _LAZY = {
     **{
         name: "cairn.errors"
         for name in (
+            "AccessDenied",
             "CairnError",
             "CheckFailed",
             "CircuitOpen",
@@ -116,6 +145,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "models":  # a submodule: cairn.models.load(...) without importing the registry up front
+        return importlib.import_module("cairn.models")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cairn' has no attribute {name!r}")
@@ -143,14 +174,26 @@ def backfill(selection: Any = (), **options: Any) -> BackfillResult:
     return run(selection, **options)
 
 
-def load(name: str, partition: str | None = None, project: Any = ".", snapshot: str | None = None) -> Any:
-    """The stored value of an asset's latest materialization (or the one `snapshot` pinned), checksum-verified."""
+def sweep(selection: Any = (), **options: Any) -> SweepResult:
+    """Run a param grid as tracked trials (one run each) and rank them by a metric (``grid=``, ``metric=``,
+    ``report=``); see `cairn.engine.sweep.sweep` for the options."""
+    from cairn.engine.sweep import sweep as run
+
+    return run(selection, **options)
+
+
+def load(
+    name: str, partition: str | None = None, project: Any = ".", snapshot: str | None = None, alias: str | None = None
+) -> Any:
+    """The stored value of an asset's latest materialization (or the one `snapshot` pinned, or `alias` points at),
+    checksum-verified."""
     from cairn.engine.api import load as load_value
 
-    return load_value(name, partition, project, snapshot)
+    return load_value(name, partition, project, snapshot, alias)
 
 
 __all__ = [
+    "AccessDenied",
     "AllPartitions",
     "AssetDef",
     "CairnError",
@@ -166,10 +209,15 @@ __all__ = [
     "Fatal",
     "Files",
     "Freshness",
+    "GateContext",
+    "GateResult",
     "Latest",
     "NonRetryable",
     "Resources",
     "Retry",
+    "RunRequest",
+    "SensorContext",
+    "SensorResult",
     "Snapshot",
     "SourceMissing",
     "StepCrashed",
@@ -186,12 +234,22 @@ __all__ = [
     "col",
     "daily",
     "drift_check",
+    "gate",
     "hourly",
+    "latency_budget",
     "load",
     "materialize",
+    "metric_threshold",
+    "models",
     "monthly",
+    "no_regression",
     "product",
+    "schedule",
+    "segment_regression",
+    "sensor",
+    "size_budget",
     "source",
     "static",
+    "sweep",
     "weekly",
 ]

@@ -92,6 +92,17 @@ class LeaseLost(CairnError):
     """An attempt's lease was taken over by another engine; its result is not committed."""
 
 
+class AccessDenied(CairnError):
+    """The acting user is unknown, disabled, or lacks the role an action needs; the message says which."""
+
+    exit_code = 2
+
+
+class Refused(CairnError):
+    """An approval, promotion, rollback or alias move that the registry's rules refuse; the message says what is
+    missing and how to get it."""
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return a " Did you mean 'x'?" suffix for the closest candidate, or an empty string."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)

@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 
 from cairn.config import Settings, load_settings
 from cairn.core.asset import AssetDef
+from cairn.core.automation import Schedule, Sensor, check_automation
 from cairn.core.contracts import CheckDef
 from cairn.core.fingerprint import AST_FORMAT, Fingerprinter, Unresolved, ast_part, code_version
+from cairn.core.gates import GateDef, check_gates, gate_material
 from cairn.core.graph import Graph, build_graph
 from cairn.errors import ConfigError, DefinitionError, UsageError, did_you_mean
 from cairn.hashing import digest_bytes, hash_struct
@@ -38,6 +40,8 @@ class Project:
     graph: Graph
     fingerprinter: Fingerprinter = field(compare=False)
     sources: SourceIndex = field(compare=False)
+    schedules: tuple[Schedule, ...] = ()  # [[schedules]] of cairn.toml, then those the modules define
+    sensors: tuple[Sensor, ...] = ()
 
     def code(self, asset: AssetDef) -> tuple[str, dict[str, str]]:
         """The code version of an asset and its parts (empty parts when `code_version=` overrides it)."""
@@ -52,6 +56,11 @@ class Project:
             if check.fn is not None:
                 parts.update(self.fingerprinter.parts(check.fn))
             parts[f"cairn.check.{check.name}"] = hash_struct(["check", check.blocking, repr(check.drift)])
+        for g in asset.gates:  # gates are part of the model's definition: editing one makes its results stale
+            settings, functions = gate_material(g)
+            for fn in functions:
+                parts.update(self.fingerprinter.parts(fn))
+            parts[f"cairn.gate.{g.name}"] = hash_struct(["gate", settings])
         return code_version(parts), parts
 
     def unresolved(self, asset: AssetDef) -> list[Unresolved]:
@@ -62,6 +71,9 @@ class Project:
         for check in asset.checks:
             if check.fn is not None:
                 found.update((u.name, u) for u in self.fingerprinter.unresolved(check.fn))
+        for g in asset.gates:
+            for fn in gate_material(g)[1]:
+                found.update((u.name, u) for u in self.fingerprinter.unresolved(fn))
         return sorted(found.values(), key=lambda u: u.name)
 
     def save_code_cache(self) -> None:
@@ -112,19 +124,26 @@ def load_project(project: str | os.PathLike[str] | Settings = ".") -> Project:
     modules = [_import(settings, name) for name in settings.modules]
     defs: list[AssetDef] = []
     checks: list[CheckDef] = []
+    gates: list[GateDef] = []
+    schedules: list[Schedule] = list(settings.schedules)
+    sensors: list[Sensor] = []
     for module in modules:
         defs.extend(_found(module, AssetDef))
         checks.extend(_found(module, CheckDef))
+        gates.extend(_found(module, GateDef))
+        schedules.extend(replace(s, location=s.location or module.__name__) for s in _found(module, Schedule))
+        sensors.extend(replace(s, location=s.location or module.__name__) for s in _found(module, Sensor))
     if not defs:
         raise DefinitionError(
             f"no assets found in module(s) {', '.join(settings.modules)} of {settings.root}: define functions "
             "with @cairn.asset, or list the right modules in [project] modules of cairn.toml"
         )
-    defs = _attach_checks(defs, checks)
+    defs = _attach_gates(_attach_checks(defs, checks), gates)
     root = str(settings.root)
     sources = SourceIndex(settings.state_dir)
     fingerprinter = Fingerprinter(sources.part_of, _project_test(root))
-    loaded = Project(settings, build_graph(defs), fingerprinter, sources)
+    graph = build_graph(defs)
+    loaded = Project(settings, graph, fingerprinter, sources, *check_automation(graph, schedules, sensors))
     if settings.strict_code:
         _require_fingerprinted(loaded)
     return loaded
@@ -242,7 +261,14 @@ def _drop_bytecode(path: str) -> None:
 
 
 def _forget_other_projects(root: str, name: str) -> None:
-    """Drop a same-named module that was imported from another project folder (tests, notebooks)."""
+    """Drop a same-named module that was imported from another project folder (tests, notebooks), and every
+    module imported from another project's folder: its ``helpers`` would otherwise be this project's too."""
+    own = root + os.sep
+    others = tuple(r + os.sep for r in _finder.roots if r != root and not own.startswith(r + os.sep))
+    for module_name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if others and path.startswith(others) and not path.startswith(own):
+            del sys.modules[module_name]
     top = name.split(".")[0]
     loaded = sys.modules.get(top)
     path = getattr(loaded, "__file__", None) or ""
@@ -296,6 +322,21 @@ def _attach_checks(defs: list[AssetDef], checks: list[CheckDef]) -> list[AssetDe
             )
         by_asset.setdefault(c.asset, []).append(c)
     return [replace(d, checks=tuple(by_asset[d.name])) if d.name in by_asset else d for d in defs]
+
+
+def _attach_gates(defs: list[AssetDef], gates: list[GateDef]) -> list[AssetDef]:
+    by_name = {d.name: d for d in defs}
+    by_asset: dict[str, list[GateDef]] = {}
+    for g in gates:
+        if g.asset not in by_name:
+            raise DefinitionError(
+                f"gate '{g.name}' is defined for asset '{g.asset}', which does not exist."
+                f"{did_you_mean(g.asset, by_name)} Name a kind='model' asset in gate(...)"
+            )
+        by_asset.setdefault(g.asset, []).append(g)
+    for name, found in by_asset.items():
+        check_gates(by_name[name], found)
+    return [replace(d, gates=tuple(by_asset[d.name])) if d.name in by_asset else d for d in defs]
 
 
 def _describe_contract(contract: Any) -> str:

@@ -80,6 +80,8 @@ def example() -> Iterator[dict[str, ModuleType]]:
     """The example's modules, imported from its folder and forgotten afterwards (other projects reuse the name)."""
     import importlib
 
+    for name in [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.")]:
+        del sys.modules[name]  # another test project's pipeline.py, imported earlier in this process
     sys.path.insert(0, str(EXAMPLE))
     try:
         yield {
@@ -225,6 +227,11 @@ def test_the_pipeline_learns_caches_and_reruns_exactly_what_a_change_touches(tmp
     import hashlib
 
     assert hashlib.sha256(model_bytes).hexdigest() == card["artifact"]["sha256"]
+    promotion = recorded_gates(project)
+    assert set(promotion) == PROMOTION_GATES
+    assert all(g["passed"] and g["blocking"] for g in promotion.values()), promotion
+    assert promotion["no_regression:auc"]["detail"] == "no champion to compare with"
+    assert promotion["latency_budget"]["metrics"]["batch_rows"] == 1000
 
     _assert_no_leakage_and_mature_labels(project)
 
@@ -234,10 +241,57 @@ def test_the_pipeline_learns_caches_and_reruns_exactly_what_a_change_touches(tmp
     window = run_json(project, "--set", "user_features.window_days=14")
     assert steps_with(window, "executed") == {f"user_features@{day}" for day in DAYS} | set(TRAINING)
 
+    crown_latest_model(project)
     seed = run_json(project, "--set", "ranker.seed=18")
     assert steps_with(seed, "executed") == {"ranker", "calibration", "evaluation", "gates", "model"}
+    against = recorded_gates(project)
+    for name in ("no_regression:auc", "no_regression:ndcg_at_10"):  # the champion scored on the same test window
+        assert "vs champion" in against[name]["detail"] and "on the same inputs" in against[name]["detail"]
+        assert set(against[name]["metrics"]) == {name.split(":")[1], "champion", "delta"}
+    assert "delta:new_users" in against["segment_regression:auc"]["metrics"]
 
     assert steps_with(run_json(project), "cached") == EVERY_STEP
+
+
+PROMOTION_GATES = {
+    "metric_threshold:auc_lift_over_popularity",
+    "metric_threshold:ndcg_at_10_lift_over_popularity",
+    "no_regression:auc",
+    "no_regression:ndcg_at_10",
+    "segment_regression:auc",
+    "size_budget",
+    "latency_budget",
+}
+
+
+def recorded_gates(project: Path) -> dict[str, dict[str, Any]]:
+    """The promotion gate results recorded with the latest model materialization, by gate name."""
+    from cairn.config import load_settings
+    from cairn.engine.api import open_stores
+
+    with open_stores(load_settings(project)) as stores:
+        mat = stores.meta.latest_materialization("model")
+    assert mat is not None
+    return {g["gate"]: g for g in mat.metadata["cairn.gates"]}
+
+
+def crown_latest_model(project: Path) -> None:
+    """Make the latest model the champion, directly in the aliases table (what a reviewed promotion does)."""
+    import sqlite3
+    from contextlib import closing
+
+    from cairn.config import load_settings
+    from cairn.engine.api import open_stores
+
+    with open_stores(load_settings(project)) as stores:
+        mat = stores.meta.latest_materialization("model")
+    assert mat is not None
+    with closing(sqlite3.connect(project / ".cairn" / "cairn.db")) as conn, conn:
+        conn.execute(
+            "INSERT INTO aliases (alias, asset, mat_id, snapshot, moved_at, moved_by) "
+            "VALUES ('champion', 'model', ?, NULL, 0, 'test')",
+            (mat.id,),
+        )
 
 
 def _assert_no_leakage_and_mature_labels(project: Path) -> None:

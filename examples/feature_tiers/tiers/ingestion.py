@@ -4,9 +4,10 @@ cairn hashes every landed file and copies its bytes into the artifact store once
 result downstream can be traced to (and reproduced from) exactly the bytes it read. A day whose file has not
 landed yet is "not ready": it is skipped with everything that depends on it, and the run does not fail.
 A file that does not parse into the expected columns and types fails here, before any tier reads it.
+A sensor on each source runs what a file feeds as soon as it lands (`cairn daemon`; see the README).
 """
 
-from cairn import Contract, col, source
+from cairn import Contract, col, sensor, source
 from tiers import DAYS
 
 raw_transactions = source(
@@ -46,3 +47,8 @@ raw_accounts = source(
     ),
     tags={"tier": "ingestion", "domain": "crm"},
 )
+
+# Run what a new or re-delivered file feeds, when it lands: the selection's stale steps execute (the day's
+# tiers and the windows covering it), everything else is cached.
+payments_landed = sensor("payments_landed", on_source="raw_transactions", select="+feature_table")
+crm_landed = sensor("crm_landed", on_source="raw_accounts", select="+feature_table")

@@ -4,17 +4,39 @@
 (a blocking check), so no model artifact is packaged. ``model`` writes ``model.pkl`` (the trained estimator,
 byte for byte), ``model_card.json`` (the SHA-256 of model.pkl, feature list, Platt calibration, metrics,
 gates, the dataset spec, seeds, hyperparameters, the data versions it was built from) and ``report.md``.
-Training never promotes: the artifact is a candidate for a separate, reviewed promotion.
+Training never promotes: the artifact is a candidate for a separate, reviewed promotion, which its
+promotion gates (``@gate("model")``, below) decide: lift over the popularity baseline, no regression against
+the current champion (both scored on this run's test window), no new-user segment regression, and the
+artifact's size and batch-scoring latency. Their results are recorded with the model version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cairn import CheckResult, Context, Files, asset, check
-from pipeline.training import estimator
+from cairn import (
+    CheckResult,
+    Context,
+    Files,
+    GateContext,
+    asset,
+    check,
+    gate,
+    latency_budget,
+    metric_threshold,
+    no_regression,
+    segment_regression,
+    size_budget,
+)
+from pipeline import metrics
+from pipeline.training import estimator, scores
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 MODEL_NAME = "home_feed_ranker"
 
@@ -88,8 +110,12 @@ def model(
     evaluation: dict[str, Any],
     gates: dict[str, Any],
     dataset_spec: dict[str, Any],
+    split: pd.DataFrame,
 ) -> Files:
-    """The model artifact: model.pkl, model_card.json (with the model's SHA-256) and report.md."""
+    """The model artifact: model.pkl, model_card.json (with the model's SHA-256) and report.md.
+
+    `split` is read by the promotion gates, which score this model and the champion on its test window.
+    """
     import sklearn
 
     folder = ctx.workdir / MODEL_NAME
@@ -132,8 +158,70 @@ def model(
             "ece": calibration["test"]["ece"] or 0.0,
         }
     )
+    test, baseline = evaluation["test"], evaluation["baseline"]
+    more = {  # for the gates: lifts over the baseline, and "<metric>:<segment>" per user segment
+        "auc_lift_over_popularity": _minus(test["auc"], baseline["auc"]),
+        "ndcg_at_10_lift_over_popularity": _minus(test["ndcg_at_10"], baseline["ndcg_at_10"]),
+        **{f"{m}:{name}": s[m] for name, s in evaluation["segments"].items() for m in ("auc", "ndcg_at_10")},
+    }
+    ctx.log_metrics({name: value for name, value in more.items() if value is not None})
     ctx.add_metadata(sha256=card["artifact"]["sha256"], gates_passed=gates["all_passed"])
     return Files(folder)
+
+
+# ---- promotion gates: recorded with every model version; a failed blocking gate blocks its promotion -----------
+
+MIN_LIFT_OVER_POPULARITY = 0.02  # AUC and NDCG@10 on the test window, above the item-popularity baseline
+MAX_DROP_VS_CHAMPION = {"auc": 0.005, "ndcg_at_10": 0.01}  # both models scored on this run's test window
+MAX_NEW_USERS_AUC_DROP = 0.02
+MAX_MODEL_BYTES = 20 * 2**20
+SERVING_BATCH_ROWS = 1000
+MAX_BATCH_MS = 500.0  # scoring one batch of SERVING_BATCH_ROWS rows (generous: shared CI machines are slow)
+
+
+class Scorer:
+    """A model artifact ready to score rows: its estimator and the features its card lists."""
+
+    def __init__(self, folder: Path) -> None:
+        card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+        self.features: list[str] = card["features"]
+        self.estimator = estimator((folder / "model.pkl").read_bytes())
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        return scores(self.estimator, rows, self.features)
+
+
+def scored_on_test_window(folder: Path, ctx: GateContext) -> dict[str, float]:
+    """AUC and NDCG@10 of a model artifact on this run's test window, overall and per user segment
+    (``auc:new_users``): the candidate and the champion are measured alike, on the same rows."""
+    split, target = ctx.inputs["split"], ctx.inputs["dataset_spec"]["target"]
+    test = split[split["split"] == "test"].copy()
+    test["score"] = Scorer(folder).predict(test)
+    test["relevance"] = test["click"] + test["purchase"]
+    out: dict[str, float] = {}
+    for suffix, rows in (("", test), (":new_users", test[test["user_segment"] == "new"])):
+        out["auc" + suffix] = metrics.auc(rows[target].to_numpy(), rows["score"].to_numpy())
+        out["ndcg_at_10" + suffix] = metrics.ndcg_at_k(rows, "score", "relevance", 10)
+    return out
+
+
+def serving_batch(ctx: GateContext) -> pd.DataFrame:
+    """A batch like the ones the feed scores: the first rows of the test window."""
+    split = ctx.inputs["split"]
+    return split[split["split"] == "test"].head(SERVING_BATCH_ROWS)
+
+
+promotion_gates = [
+    gate("model")(metric_threshold("auc_lift_over_popularity", min=MIN_LIFT_OVER_POPULARITY)),
+    gate("model")(metric_threshold("ndcg_at_10_lift_over_popularity", min=MIN_LIFT_OVER_POPULARITY)),
+    gate("model")(no_regression("auc", MAX_DROP_VS_CHAMPION["auc"], evaluate=scored_on_test_window)),
+    gate("model")(no_regression("ndcg_at_10", MAX_DROP_VS_CHAMPION["ndcg_at_10"], evaluate=scored_on_test_window)),
+    gate("model")(
+        segment_regression("auc", MAX_NEW_USERS_AUC_DROP, segments=["new_users"], evaluate=scored_on_test_window)
+    ),
+    gate("model")(size_budget(MAX_MODEL_BYTES)),
+    gate("model")(latency_budget(MAX_BATCH_MS, batch=serving_batch, load=Scorer)),
+]
 
 
 def report(card: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,9 +22,11 @@ from cairn.cli.common import (
     table,
 )
 from cairn.core.keys import step_label
+from cairn.errors import UsageError
 
 if TYPE_CHECKING:
     from cairn.core.records import AttemptRecord, StepRecord
+    from cairn.engine.sweep import SweepResult
     from cairn.storage.metadata import MetadataStore
 
 
@@ -46,9 +49,27 @@ def runs(
     metric: Annotated[
         list[str] | None, typer.Option("--metric", "-m", help="Show this metric as a column (ASSET.NAME or NAME).")
     ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--sweep", help="Only the trials of this sweep (an id, a prefix or 'latest'), ranked by --metric."
+        ),
+    ] = None,
+    report: Annotated[
+        str | None, typer.Option("--report", help="With --sweep: the held-out metric reported beside --metric.")
+    ] = None,
+    lower: Annotated[
+        bool | None,
+        typer.Option("--lower-is-better/--higher-is-better", help="With --sweep: the ranking direction."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run history, newest first; with --metric, chosen metrics as columns."""
+    """Run history, newest first; with --metric, chosen metrics as columns; with --sweep, a sweep's trials ranked."""
+    if sweep is not None:
+        _sweep(project, sweep, metric, report, lower, as_json)
+        return
+    if report is not None or lower is not None:
+        raise UsageError("--report and --lower-is-better rank the trials of a sweep: add --sweep ID")
     with project_stores(project) as stores:
         meta = stores.meta
         rows = [
@@ -76,6 +97,70 @@ def runs(
             r.run_id, styled(r.status), ago(r.created_at), seconds(r.duration_s), escape(r.selection), steps, *shown
         )
     console().print(grid)
+
+
+def _sweep(
+    project: str, sweep_id: str, metrics: list[str] | None, report: str | None, lower: bool | None, as_json: bool
+) -> None:
+    from cairn.engine.sweep import read
+
+    if metrics and len(metrics) > 1:
+        raise UsageError(
+            "with --sweep, give one --metric (the one trials are ranked by) and --report for a held-out one"
+        )
+    with project_stores(project) as stores:
+        result = read(
+            stores.meta, sweep_id, metric=metrics[0] if metrics else None, report=report, lower_is_better=lower
+        )
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print_sweep(result)
+
+
+def print_sweep(result: SweepResult) -> None:
+    """A sweep's trials as a table, ranked ones first, then the best trial on the held-out metric."""
+    keys = [key for key, _ in result.grid]
+    shown = [name for name in (result.metric, result.report) if name]
+    order = "higher" if result.higher_is_better else "lower"
+    ranked = f"ranked by {result.metric} ({order} is better)" if result.metric else "not ranked: give --metric NAME"
+    console().print(f"sweep [bold]{result.sweep_id}[/]: {len(result)} trials of {escape(result.selection)}, {ranked}")
+    grid = table("rank", "trial", "run", "status", *map(escape, keys), *map(escape, shown))
+    for t in result.trials:
+        values = [_number(v) for v, name in ((t.score, result.metric), (t.reported, result.report)) if name]
+        grid.add_row(
+            str(t.rank or "-"),
+            f"{t.number}/{len(result)}",
+            t.run_id or "-",
+            styled(t.status),
+            *(escape(_literal(t.params.get(key))) for key in keys),
+            *values,
+        )
+    console().print(grid)
+    for t in result.trials:
+        if t.error:
+            console().print(f"[red]trial {t.number} {t.status}[/]: {escape(t.error)}")
+    versions = {t.dataset_version for t in result.trials if t.dataset_version}
+    if len(versions) == 1:
+        console().print(f"every trial trained on the same data: dataset {short(versions.pop())}")
+    elif versions:
+        console().print(f"[yellow]the trials trained on {len(versions)} different datasets[/] (see --json: inputs)")
+    best = result.best
+    if best is not None:
+        line = f"best: trial {best.number} (run {best.run_id}) {result.metric}={_number(best.score)}"
+        if result.report:
+            line += f", reported on the held-out {result.report}={_number(best.reported)}"
+        console().print(f"[green]{escape(line)}[/]")
+    elif result.metric and any(t.status == "succeeded" for t in result.trials):
+        logged = sorted({name for t in result.trials for name in t.metrics})
+        console().print(
+            f"[yellow]no trial logged {escape(result.metric)}[/]; logged: {escape(', '.join(logged) or 'none')}"
+        )
+
+
+def _literal(value: object) -> str:
+    """A param value as its TOML-like literal (``0.1``, ``true``, ``"text"``)."""
+    return json.dumps(value)
 
 
 def _metrics(meta: MetadataStore, run_id: str, names: list[str]) -> dict[str, float | None]:

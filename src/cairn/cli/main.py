@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cairn.cli import datasets, history, inspect, lineage, run
+from cairn.cli import automation, datasets, history, inspect, lineage, models, observability, run, security, ui
 from cairn.cli.common import err_console, escape
 from cairn.cli.init import init
 from cairn.errors import CairnError, UsageError
@@ -44,11 +44,17 @@ run.register(app)
 history.register(app)
 datasets.register(app)
 lineage.register(app)
+observability.register(app)
+security.register(app)
+models.register(app)
+automation.register(app)
+ui.register(app)
 
 
 def main() -> None:
     """Entry point of the `cairn` script."""
     try:
+        _check_arguments(sys.argv[1:])
         app()
     except CairnError as exc:
         err_console().print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
@@ -56,6 +62,19 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console().print("[yellow]interrupted[/]")
         sys.exit(130)
+
+
+def _check_arguments(args: list[str]) -> None:
+    """Refuse an argument that is not UTF-8 text (Python keeps its undecodable bytes as lone surrogates, which no
+    name, key or query can hold) before any command passes it to a path, a hash or the database."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(
+                f"the argument {arg!r} is not valid UTF-8 text (it holds an undecodable byte): names, keys and "
+                "values on the command line must be UTF-8"
+            ) from None
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -24,11 +25,13 @@ from cairn.cli.common import (
     parse_sets,
     partition_range,
     print_json,
+    project_stores,
     seconds,
     styled,
     table,
 )
 from cairn.core.keys import step_label
+from cairn.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
     from cairn.core.events import Event
     from cairn.engine.run import EventSink, RunOptions, RunResult, StepResult
+    from cairn.project import Project
 
 Result = TypeVar("Result")
 
@@ -107,9 +111,28 @@ def run(
     snapshot: Annotated[
         str | None, typer.Option("--snapshot", help="Read upstream assets outside the selection from this snapshot.")
     ] = None,
+    sweeps: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            help="Run a grid of trials: asset.param=v1,v2 (TOML literals); repeat for a cartesian product.",
+            metavar="A.P=V1,V2",
+        ),
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="With --sweep: rank the trials by this (validation) metric.")
+    ] = None,
+    report: Annotated[
+        str | None, typer.Option("--report", help="With --sweep: report the best trial on this held-out metric.")
+    ] = None,
+    lower: Annotated[bool, typer.Option("--lower-is-better", help="With --sweep: a lower metric is better.")] = False,
+    log_format: Annotated[
+        str,
+        typer.Option("--log-format", help="text (a live progress line) or json (JSON lines of step events on stderr)."),
+    ] = "text",
     as_json: JsonOpt = False,
 ) -> None:
-    """Materialize a selection: run what is stale, reuse what is cached."""
+    """Materialize a selection: run what is stale, reuse what is cached; with --sweep, a grid of tracked trials."""
     from cairn.engine.api import execute
     from cairn.engine.run import RunOptions
     from cairn.project import load_project
@@ -127,13 +150,92 @@ def run(
         snapshot=snapshot,
     )
     resume = _resume(project, options, sets)
+    if log_format not in ("text", "json"):
+        raise UsageError(f"--log-format {log_format!r}: use text or json")
+    events = None
+    if log_format == "json":
+        if sweeps:
+            raise UsageError("--log-format json logs the events of one run; drop it with --sweep")
+        from cairn.observability.logs import JsonEvents
+
+        events = JsonEvents(sys.stderr)
+    if sweeps:
+        _sweep(project, options, sweeps, metric, report, lower, as_json, resume)
+        return
+    if metric is not None or report is not None or lower:
+        raise UsageError("--metric, --report and --lower-is-better rank the trials of a sweep: add --sweep a.p=v1,v2")
     proj = load_project(project)
-    result, elapsed = execute_with_progress(lambda on_event: execute(proj, options, on_event), as_json, resume)
+
+    def run_with(on_event: EventSink) -> RunResult:
+        return execute(proj, options, on_event if events is None else _tee(on_event, events))
+
+    result, elapsed = execute_with_progress(run_with, as_json or events is not None, resume)
     if as_json:
         print_json(result.to_dict())
     else:
-        summary(result, elapsed)
+        summary(result, elapsed, cache_savings(proj, result))
     exit_for(result, resume)
+
+
+def _sweep(
+    project: str,
+    options: RunOptions,
+    items: list[str],
+    metric: str | None,
+    report: str | None,
+    lower: bool,
+    as_json: bool,
+    resume: str,
+) -> None:
+    """`cairn run --sweep`: one run per trial, a line per finished trial, then the ranking."""
+    from cairn.cli.history import print_sweep
+    from cairn.engine import sweep
+    from cairn.project import load_project
+
+    grid = sweep.parse_grid(items)
+    ranking = [a for flag, value in (("--metric", metric), ("--report", report)) if value for a in (flag, value)]
+    again = shlex.join(
+        [*shlex.split(resume), *(a for item in items for a in ("--sweep", item)), *ranking]
+        + (["--lower-is-better"] if lower else [])
+    )
+    proj = load_project(project)
+
+    def finished(trial: sweep.Trial, result: RunResult) -> None:
+        if not as_json:
+            params = " ".join(f"{k}={json.dumps(v)}" for k, v in trial.params.items())
+            counts = ", ".join(
+                f"{result.count(k)} {k}" for k in ("executed", "cached", "failed", "skipped") if result.count(k)
+            )
+            console().print(
+                f"trial {trial.number}: {escape(params)}: run {result.run_id} {styled(result.status)} ({counts})"
+            )
+
+    try:
+        with project_stores(proj) as stores:
+            result = sweep.execute(
+                proj,
+                stores.stores,
+                options,
+                grid,
+                metric=metric,
+                report=report,
+                lower_is_better=lower,
+                on_trial=finished,
+            )
+    except KeyboardInterrupt:
+        err_console().print(f"[yellow]interrupted[/]; resume with: {escape(again)} (finished trials are cached)")
+        raise typer.Exit(130) from None
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print_sweep(result)
+        console().print(f"see it again: cairn runs --sweep {result.sweep_id}")
+    if not result.ok:
+        err_console().print(
+            f"sweep {result.sweep_id}: {len(result.failed)} of {len(result)} trials did not succeed; "
+            f"rerun with: {escape(again)} (succeeded trials are cached)"
+        )
+        raise typer.Exit(1)
 
 
 NOT_READY_EXIT = 3  # the run completed, but some partitions are not ready yet
@@ -188,7 +290,23 @@ def _resume(project: str, options: RunOptions, sets: list[str] | None) -> str:
     return shlex.join(parts)
 
 
-def summary(result: RunResult, elapsed: float) -> None:
+def _tee(*sinks: EventSink) -> EventSink:
+    def send(event: Event) -> None:
+        for sink in sinks:
+            sink(event)
+
+    return send
+
+
+def cache_savings(project: Project, result: RunResult) -> float | None:
+    """Seconds the run's cached steps saved (the recorded durations of what they reused); None without any."""
+    if not result.count("cached"):
+        return None
+    with project_stores(project) as stores:
+        return stores.meta.cache_savings(result.run_id)[1]
+
+
+def summary(result: RunResult, elapsed: float, saved_s: float | None = None) -> None:
     shown = [s for s in result.steps if s.status != "cached"]
     if shown:
         grid = table("step", "status", "attempts", "duration", "reason")
@@ -205,6 +323,11 @@ def summary(result: RunResult, elapsed: float) -> None:
         if s.status == "failed" and s.error:
             console().print(f"[bold red]{step_label(s.asset, s.partition)} failed[/]:\n{escape(s.error)}")
     counts = ", ".join(f"{result.count(k)} {k}" for k in ("executed", "cached", "failed", "skipped") if result.count(k))
+    if saved_s is not None:
+        from cairn.cli.observability import spoken
+
+        cached = f"{result.count('cached')} cached"
+        counts = counts.replace(cached, f"{cached}, {spoken(saved_s)} saved", 1)
     console().print(f"run {result.run_id} {styled(result.status)}: {counts or 'nothing to do'} in {elapsed:.2f}s")
     waiting = result.not_ready
     if waiting:

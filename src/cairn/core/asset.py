@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from cairn.core.automation import freshness_options
 from cairn.core.contracts import CheckDef, Column, Contract, col
 from cairn.core.keys import validate_name
 from cairn.core.partitions import (
@@ -23,6 +25,9 @@ from cairn.core.partitions import (
 from cairn.core.retry import Retry
 from cairn.errors import DefinitionError
 from cairn.hashing import hash_struct
+
+if TYPE_CHECKING:
+    from cairn.core.gates import GateDef  # gates.py builds on this module
 
 T = TypeVar("T")
 
@@ -78,7 +83,13 @@ class AssetDef:
     contract: Any = None
     requires: Mapping[str, Mapping[str, Column]] = field(default_factory=dict)
     checks: tuple[CheckDef, ...] = ()
+    gates: tuple[GateDef, ...] = ()  # of a kind="model" asset, attached by `load_project`
+    max_age: float | None = None  # freshness policy: how old (seconds) its newest materialization may get
+    on_stale: str = "materialize"  # what the daemon does past max_age: materialize | alert
     location: str = ""
+    owners: tuple[str, ...] = ()  # who its alerts go to ([owners] in cairn.toml routes them)
+    on_failure: str | None = None  # the asset or job the daemon runs when it fails
+    on_violation: str | None = None  # ... when it breaks its contract, a blocking check or a drift check
 
     @property
     def is_source(self) -> bool:
@@ -121,6 +132,11 @@ def asset(
     kind: str = "data",
     contract: Any = None,
     requires: Mapping[str, Mapping[str, str | Column]] | None = None,
+    max_age: str | float | timedelta | None = None,
+    on_stale: str = "materialize",
+    owners: Iterable[str] = (),
+    on_failure: str | None = None,
+    on_violation: str | None = None,
 ) -> Callable[[Callable[..., Any]], AssetDef]: ...
 
 
@@ -145,6 +161,11 @@ def asset(
     kind: str = "data",
     contract: Any = None,
     requires: Mapping[str, Mapping[str, str | Column]] | None = None,
+    max_age: str | float | timedelta | None = None,
+    on_stale: str = "materialize",
+    owners: Iterable[str] = (),
+    on_failure: str | None = None,
+    on_violation: str | None = None,
 ) -> AssetDef | Callable[[Callable[..., Any]], AssetDef]:
     """Define an asset from a function; its parameters name its inputs (see DESIGN §2).
 
@@ -153,7 +174,8 @@ def asset(
     """
 
     def build(func: Callable[..., Any]) -> AssetDef:
-        asset_name: str = name or str(getattr(func, "__name__", ""))
+        # An explicit name="" is refused by validate_name, not replaced by the function's name.
+        asset_name: str = name if name is not None else str(getattr(func, "__name__", ""))
         signature = _signature(asset_name, func)
         where = _location(func)
         validate_name(asset_name)
@@ -167,7 +189,7 @@ def asset(
             retry=_checked(asset_name, "retry", retry, Retry),
             timeout=_checked_timeout(asset_name, timeout),
             resources=_checked(asset_name, "resources", resources, Resources) or Resources(),
-            pool=validate_name(pool, "pool") if pool else None,
+            pool=validate_name(pool, "pool") if pool is not None else None,
             uses=tuple(validate_name(u, "external system") for u in _strings(asset_name, "uses", uses)),
             tags=_checked_tags(asset_name, tags or {}),
             code_version=code_version,
@@ -177,7 +199,9 @@ def asset(
             kind=_checked_kind(asset_name, kind),
             contract=_checked_contract(asset_name, contract),
             requires=_checked_requires(asset_name, requires or {}),
+            **freshness_options(asset_name, max_age, on_stale),
             location=where,
+            **_observed(asset_name, owners, on_failure, on_violation),
         )
 
     if fn is not None:
@@ -192,6 +216,9 @@ def source(
     partitions: PartitionsDef | None = None,
     contract: Any = None,
     tags: Mapping[str, str] | None = None,
+    owners: Iterable[str] = (),
+    on_failure: str | None = None,
+    on_violation: str | None = None,
 ) -> AssetDef:
     """Declare a file that cairn does not compute; its data version is the hash of its bytes.
 
@@ -202,6 +229,8 @@ def source(
         partitions: one file per partition key.
         contract: a `Contract` (or pandera schema) the file's table must meet to be ready for its dependents.
         tags: free-form labels for selection (``tag:key=value``).
+        owners, on_failure, on_violation: as for `asset` (who is alerted; what the daemon runs when the file is
+            missing or breaks its contract).
     """
     validate_name(name)
     if not isinstance(path, str) or not path:
@@ -221,7 +250,20 @@ def source(
         contract=_checked_contract(name, contract),
         tags=_checked_tags(name, tags or {}),
         cache=True,
+        **_observed(name, owners, on_failure, on_violation),
     )
+
+
+def _observed(asset_name: str, owners: Iterable[str], on_failure: Any, on_violation: Any) -> dict[str, Any]:
+    """The observability options: owner names, and the remediation asset or job names (checked when the daemon
+    runs them: a job is not an asset)."""
+    remedies = {}
+    for option, value in (("on_failure", on_failure), ("on_violation", on_violation)):
+        if value is not None and not isinstance(value, str):
+            raise DefinitionError(f"asset '{asset_name}': {option}= must name an asset or a job, got {value!r}")
+        remedies[option] = validate_name(value, f"{option} target") if value else None
+    names = tuple(validate_name(owner, "owner") for owner in _strings(asset_name, "owners", owners))
+    return {"owners": names, **remedies}
 
 
 def _location(func: Callable[..., Any]) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import importlib.util
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -31,7 +32,10 @@ IsProject = Callable[[Any], bool]
 
 # Bump when the normalization changes (what `_strip` removes, how the AST is dumped, how a function is found
 # in its file): stored parts computed under another format are not reused.
-AST_FORMAT = 2
+AST_FORMAT = 3  # 3: names imported inside a function are followed (`IMPORTED`)
+# A name that code binds by an import of its own (``from helpers import late`` inside a function) is read as
+# ``<import>helpers:late``: resolved through the loaded module, not the function's globals.
+IMPORTED = "<import>"
 
 
 def code_version(parts: Mapping[str, str]) -> str:
@@ -188,6 +192,11 @@ class Fingerprinter:
         namespace, prefix, closure = _namespace_of(obj)
         out: dict[str, Any] = {}
         for dotted in names:
+            if dotted.startswith(IMPORTED):
+                found = self._imported(dotted[len(IMPORTED) :], namespace)
+                if found is not None:
+                    out.setdefault(*found)
+                continue
             head, *rest = dotted.split(".")
             if head not in namespace:
                 continue
@@ -201,6 +210,31 @@ class Fingerprinter:
                 key, value = f"{value.__name__}.{attr}", getattr(value, attr)
             out.setdefault(key, value)
         return list(out.items())
+
+    def _imported(self, spec: str, namespace: dict[str, Any]) -> tuple[str, Any] | None:
+        """What ``module:attr.chain`` (an import inside the code) names, if it is a project module that the
+        code's own module imports too (the module itself, or something of it, is among its globals).
+
+        That condition keeps the version a function of the code: a module that only the function imports is
+        loaded or not depending on whether the function already ran in this process, so it is not followed
+        (importing it here would run it); docs/reliability.md lists it among the blind spots.
+        """
+        ref, _, path = spec.partition(":")
+        try:
+            name = importlib.util.resolve_name(ref, str(namespace.get("__package__") or ""))
+        except (ImportError, ValueError):
+            return None
+        value: Any = sys.modules.get(name)
+        if value is None or not self._is_project(value):
+            return None
+        if not any(v is value or getattr(v, "__module__", None) == name for v in list(namespace.values())):
+            return None
+        key = name
+        for attr in filter(None, path.split(".")):
+            if not isinstance(value, types.ModuleType) or not self._is_project(value) or not hasattr(value, attr):
+                break
+            key, value = f"{value.__name__}.{attr}", getattr(value, attr)
+        return key, value
 
 
 def ast_part(node: ast.AST) -> tuple[str, list[str]]:
@@ -259,15 +293,41 @@ def _referenced_names(node: ast.AST) -> list[str]:
     local and never resolve to module globals, even when a global of the same name exists.
     """
     local = _bound_names(node)
+    imports = _local_imports(node)
     found: dict[str, None] = {}
     for sub in ast.walk(node):
         if isinstance(sub, ast.Attribute):
             chain = _dotted(sub)
-            if chain and chain.split(".")[0] not in local:
+            head, _, rest = (chain or "").partition(".")
+            if chain and head not in local:
                 found[chain] = None
-        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in local:
-            found[sub.id] = None
+            elif chain and head in imports:
+                found[_imported_name(imports[head], rest)] = None
+        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
+            if sub.id not in local:
+                found[sub.id] = None
+            elif sub.id in imports:
+                found[_imported_name(imports[sub.id], "")] = None
     return list(found)
+
+
+def _local_imports(node: ast.AST) -> dict[str, tuple[str, str]]:
+    """Names bound by imports inside the code: name → (module as written, with its leading dots; attribute)."""
+    out: dict[str, tuple[str, str]] = {}
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.ImportFrom):
+            module = "." * sub.level + (sub.module or "")
+            out.update((a.asname or a.name, (module, a.name)) for a in sub.names if a.name != "*")
+        elif isinstance(sub, ast.Import):
+            for a in sub.names:
+                bound = a.asname or a.name.split(".")[0]
+                out[bound] = (a.name if a.asname else bound, "")
+    return out
+
+
+def _imported_name(binding: tuple[str, str], rest: str) -> str:
+    module, attr = binding
+    return f"{IMPORTED}{module}:{'.'.join(p for p in (attr, rest) if p)}"
 
 
 def _bound_names(node: ast.AST) -> set[str]:

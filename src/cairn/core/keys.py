@@ -14,8 +14,9 @@ CODE_TAG = "cairn.code/1"
 SEED_TAG = "cairn.seed/1"
 SOURCE_TAG = "cairn.source/1"
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_PARTITION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:|+-]{0,255}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, which would let "name\n" through.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+_PARTITION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:|+-]{0,255}\Z")
 
 
 class StepId(NamedTuple):

@@ -111,6 +111,8 @@ class StaticPartitions:
         if not self.values:
             raise DefinitionError("static partitions need at least one key")
         for value in self.values:
+            if not value:  # "" is the key of an unpartitioned asset, never one of a set
+                raise DefinitionError(f"static partition keys must not be empty: {list(self.values)}")
             if SEPARATOR in value:
                 raise DefinitionError(f"static partition key {value!r} must not contain '{SEPARATOR}'")
             validate_partition(value)

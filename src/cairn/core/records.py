@@ -272,3 +272,172 @@ class BackfillRecord:
             "status": self.status,
             "runs": list(self.run_ids),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """Someone who may act on the project, with a role (viewer, operator, approver, admin); never the token."""
+
+    name: str
+    role: str
+    created_at: float
+    created_by: str
+    disabled_at: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "disabled_at": self.disabled_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the hash-chained audit log: who did what to which subject, and when (database clock).
+
+    `detail` is stored as canonical JSON; `hash` covers every other field and `prev_hash`, the previous row's
+    hash, so that editing, removing or reordering a row breaks the chain (see `cairn.storage.audit`).
+    """
+
+    seq: int
+    at: float
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "subject": self.subject,
+            "detail": self.detail,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditBreak:
+    """The first row where the audit chain does not hold, and why.
+
+    `kind` is ``edited`` (its fields do not match its hash), ``missing`` (a gap in the sequence: a row was
+    deleted), ``out_of_order`` (it does not follow its predecessor: rows were reordered or a hash was
+    replaced) or ``head`` (the chain's last row is not the one the head records: rows were removed from or
+    added at the end).
+    """
+
+    seq: int
+    kind: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionRecord:
+    """One registered version of a model asset: a distinct data version, numbered 1, 2, ... per model."""
+
+    name: str
+    version: int
+    mat_id: int
+    data_version: str
+    run_id: str
+    author: str
+    created_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "mat_id": self.mat_id,
+            "data_version": self.data_version,
+            "run_id": self.run_id,
+            "author": self.author,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """A user's approval of a model version; `approver_role` is the approver's role now (None when the user is
+    gone or disabled), which is what decides whether the approval still counts."""
+
+    name: str
+    version: int
+    approver: str
+    reason: str
+    created_at: float
+    approver_role: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "approver": self.approver,
+            "reason": self.reason,
+            "created_at": self.created_at,
+            "approver_role": self.approver_role,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRecord:
+    """A name (production, champion) pointing at one materialization of an asset, or at a snapshot."""
+
+    alias: str
+    asset: str
+    mat_id: int | None
+    snapshot: str | None
+    moved_at: float
+    moved_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "asset": self.asset,
+            "mat_id": self.mat_id,
+            "snapshot": self.snapshot,
+            "moved_at": self.moved_at,
+            "moved_by": self.moved_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AliasMoveRecord:
+    """One move of an alias (``set``, ``promote`` or ``rollback``): where it pointed after, who moved it, why."""
+
+    id: int
+    alias: str
+    asset: str
+    mat_id: int | None
+    snapshot: str | None
+    action: str
+    actor: str
+    reason: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "alias": self.alias,
+            "asset": self.asset,
+            "mat_id": self.mat_id,
+            "snapshot": self.snapshot,
+            "action": self.action,
+            "actor": self.actor,
+            "reason": self.reason,
+            "at": self.at,
+        }

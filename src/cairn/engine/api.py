@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,13 +101,28 @@ def materialize(
 def execute(
     project: Project, options: RunOptions, on_event: EventSink | None = None, executor: Executor | None = None
 ) -> RunResult:
-    """Run a loaded project with explicit `RunOptions` (what `materialize` and `cairn run` call)."""
+    """Run a loaded project with explicit `RunOptions` (what `materialize` and `cairn run` call).
+
+    After the run, its failures open incidents and its successes close the incidents they recover (and their
+    alerts get a first try): see `cairn.observability.incidents`. That never changes the result.
+    """
     with open_stores(project.settings) as stores:
-        return Engine(project, stores.meta, stores.artifacts, options, on_event, executor).run()
+        result = Engine(project, stores.meta, stores.artifacts, options, on_event, executor).run()
+        from cairn.observability.incidents import observe_run
+
+        observe_run(stores.meta, project.settings, result, time.time(), project.graph)
+        return result
 
 
-def load(name: str, partition: str | None = None, project: ProjectArg = ".", snapshot: str | None = None) -> Any:
-    """The stored value of the latest materialization of an asset (partition), or the one a snapshot pinned.
+def load(
+    name: str,
+    partition: str | None = None,
+    project: ProjectArg = ".",
+    snapshot: str | None = None,
+    alias: str | None = None,
+) -> Any:
+    """The stored value of the latest materialization of an asset (partition), the one a snapshot pinned, or the
+    one an alias (``production``, ``champion``) points at.
 
     The object's checksum is verified before it is deserialized.
     """
@@ -118,7 +134,15 @@ def load(name: str, partition: str | None = None, project: ProjectArg = ".", sna
         else (project if isinstance(project, Settings) else load_settings(project))
     )
     step = StepId(validate_name(name), validate_partition(partition or ""))
+    if snapshot is not None:
+        validate_name(snapshot, "snapshot")  # as `cairn snapshot create` does: a bad name is no lookup
+    if alias is not None and snapshot is not None:
+        raise UsageError("load by alias or by snapshot, not both (an alias may itself name a snapshot)")
     with open_stores(settings) as stores:
+        if alias is not None:
+            from cairn.registry.loading import load_alias
+
+            return load_alias(stores.meta, stores.artifacts, alias, step.asset, partition)
         if snapshot is not None:
             pinned = stores.meta.snapshot(snapshot).get((step.asset, step.partition))
             if pinned is None:

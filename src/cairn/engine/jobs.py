@@ -42,6 +42,15 @@ class DriftBaseline:
 
 
 @dataclass(frozen=True, slots=True)
+class ChampionRef:
+    """The current champion of a model asset (where its ``champion`` alias points), resolved by the engine for
+    the model's gates: its object, loaded in the worker only when a gate asks for it, and its metrics."""
+
+    stored: StoredValue
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class StepJob:
     """Everything a worker needs to run one attempt; picklable, small."""
 
@@ -59,6 +68,7 @@ class StepJob:
     capture_output: bool = False
     timeout: float | None = None
     drift: tuple[DriftBaseline, ...] = ()  # one per drift check of the asset
+    champion: ChampionRef | None = None  # for a model asset with gates: what `no_regression` compares with
     # The artifact store's fsspec storage options (endpoint, credentials): left out of repr, they may hold secrets.
     artifacts_options: dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -41,6 +41,8 @@ class RunOptions:
     partition: str | None = None
     partition_range: tuple[str, str] | None = None
     snapshot: str | None = None
+    labels: Mapping[str, Any] = field(default_factory=dict)  # more facts for the run's record (a sweep's trial)
+    actor: str | None = None  # who runs it, when not the user of CAIRN_TOKEN (a web user)
 
 
 class PrepareReads(Protocol):

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from cairn.core import records as R
+from cairn.core.graph import Graph
 from cairn.core.keys import StepId
 from cairn.storage.attempts import Claim
 
@@ -46,7 +48,7 @@ class RunWrites(Protocol):
     ) -> None: ...
 
     def commit_materialization(
-        self, mat: R.Materialization, step: R.StepRecord, lease: tuple[str, int] | None
+        self, mat: R.Materialization, step: R.StepRecord, lease: tuple[str, int] | None, model_author: str | None = None
     ) -> int: ...
 
     def renew_leases(self, leases: Sequence[tuple[str, int]], ttl_s: float) -> list[str]: ...
@@ -54,6 +56,11 @@ class RunWrites(Protocol):
     def upsert_steps(self, steps: Sequence[R.StepRecord]) -> None: ...
 
     def add_logs(self, records: Sequence[R.LogRecord]) -> None: ...
+
+
+def model_assets(graph: Graph) -> frozenset[str]:
+    """The assets whose materializations register model versions (``kind="model"``)."""
+    return frozenset(name for name, a in graph.assets.items() if a.kind == "model")
 
 
 def engine_owner() -> str:
@@ -64,17 +71,27 @@ def engine_owner() -> str:
 class Recorder:
     """Records one run: its row, the attempts of its steps with their leases, step records, logs, heartbeats."""
 
-    def __init__(self, meta: RunWrites, run_id: str, owner: str, lease_ttl_s: float) -> None:
+    def __init__(
+        self,
+        meta: RunWrites,
+        run_id: str,
+        owner: str,
+        lease_ttl_s: float,
+        author: str = "",
+        models: frozenset[str] = frozenset(),
+    ) -> None:
         self._meta = meta
         self.run_id = run_id
         self.owner = owner
         self._ttl_s = lease_ttl_s
         self._pending: list[R.StepRecord] = []
+        self.author = author  # who runs it: recorded as the run's actor and the author of its model versions
+        self._models = models
 
     def start(self, run: R.RunRecord, stale_after_s: float) -> None:
-        """Abandon runs whose engines stopped beating, then record this one as running."""
+        """Abandon runs whose engines stopped beating, then record this one as running (with its actor)."""
         self._meta.abandon_stale_runs(stale_after_s)
-        self._meta.create_run(run)
+        self._meta.create_run(replace(run, args={**run.args, "actor": self.author}) if self.author else run)
 
     def claim(self, step: StepId, attempt: int, cache_key: str) -> Claim:
         """Start attempt `attempt` of a step and take the lease of its key, in one call (see `Claim`)."""
@@ -88,8 +105,13 @@ class Recorder:
         self._meta.end_attempt(self.run_id, step.asset, step.partition, attempt, status, error, lease)
 
     def commit(self, mat: R.Materialization, record: R.StepRecord, lease: tuple[str, int]) -> None:
-        """Publish a materialization fenced by its lease; raises `LeaseLost` when another engine took it over."""
-        self._meta.commit_materialization(mat, record, lease)
+        """Publish a materialization fenced by its lease; raises `LeaseLost` when another engine took it over.
+
+        A model asset's result is registered as a model version in the same transaction (once per distinct
+        data version).
+        """
+        author = self.author if mat.asset in self._models else None
+        self._meta.commit_materialization(mat, record, lease, author)
 
     def step(self, record: R.StepRecord) -> None:
         """Queue a step record; written with the next heartbeat or at the end of the run."""

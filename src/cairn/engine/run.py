@@ -32,13 +32,14 @@ from cairn.core.retry import Retry
 from cairn.engine.admission import Admission, Verdict
 from cairn.engine.context import checkpoint_path
 from cairn.engine.history import StoreHistory
-from cairn.engine.jobs import OK, TIMEOUT, DriftBaseline, InputSpec, StepJob, StepOutcome
+from cairn.engine.jobs import OK, TIMEOUT, ChampionRef, DriftBaseline, InputSpec, StepJob, StepOutcome
 from cairn.engine.prepare import PreparedStep, RunOptions, StepTable, prepare
-from cairn.engine.recorder import Recorder, engine_owner
+from cairn.engine.recorder import Recorder, engine_owner, model_assets
 from cairn.errors import CairnError, CircuitOpen, CorruptObject, LeaseLost, SourceMissing, StepCrashed, StepTimeout
 from cairn.executors.base import Completed, Executor
 from cairn.executors.factory import create_executor
 from cairn.project import Project
+from cairn.registry.authors import run_author
 from cairn.storage.base import ArtifactStore
 from cairn.storage.metadata import MetadataStore
 
@@ -175,7 +176,14 @@ class Engine:
         self._executor = executor
         self.run_id = new_run_id()
         self.history = StoreHistory(meta, artifacts)
-        self.recorder = Recorder(meta, self.run_id, engine_owner(), settings.lease_ttl_s)
+        self.recorder = Recorder(
+            meta,
+            self.run_id,
+            engine_owner(),
+            settings.lease_ttl_s,
+            options.actor or run_author(meta),
+            model_assets(project.graph),
+        )
         self.admission = Admission(
             meta,
             settings.pools,
@@ -288,6 +296,7 @@ class Engine:
             "partition": o.partition,
             "partition_range": list(o.partition_range) if o.partition_range else None,
             "snapshot": o.snapshot,
+            **o.labels,
         }
 
     def _busy(self) -> bool:
@@ -455,11 +464,19 @@ class Engine:
             capture_output=self.kind in ("process", "ray"),  # one job per process main thread
             timeout=st.asset.timeout or self.settings.timeout,
             drift=self._drift_baselines(st),
+            champion=self._champion(st),
         )
         self.on_event(Event(STEP_STARTED, self.run_id, step, "running", st.reason))
         st.submitted = time.monotonic()
         ticket = self.executor.submit(self._job_function(), job, job.timeout, st.asset.resources)
         self.running[ticket] = step
+
+    def _champion(self, st: _State) -> ChampionRef | None:
+        """What a model's gates compare with: the materialization its ``champion`` alias points at now."""
+        if not st.asset.gates:
+            return None
+        mat = self.meta.alias_target("champion", st.asset.name)
+        return ChampionRef(mat.stored, dict(mat.metrics)) if mat is not None else None
 
     def _job_function(self) -> Any:
         """The step job, imported on first use (a run with nothing to execute never needs it)."""

@@ -6,6 +6,7 @@ It never writes metadata: it returns a `StepOutcome` and the engine decides what
 from __future__ import annotations
 
 import contextlib
+import functools
 import io as stdio
 import json
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 
 from cairn.core.asset import AssetDef
 from cairn.core.contracts import Contract, RuleResult
+from cairn.core.gates import GATES_METADATA, GateContext, gate_record, run_gate
 from cairn.core.graph import Graph
 from cairn.core.keys import step_label
 from cairn.core.partitions import context_window
@@ -27,8 +29,11 @@ from cairn.engine.context import Checkpoint, Context, checkpoint_path
 from cairn.engine.jobs import BAD_INPUT, FAILED, OK, TIMEOUT, DriftBaseline, InputSpec, StepJob, StepOutcome
 from cairn.errors import CairnError, CheckFailed, ContractViolation, NonRetryable, StepFailed, StepTimeout
 from cairn.executors.base import job_started
+from cairn.executors.shipping import project_root
 from cairn.io.reading import SOURCE_FORMAT, BadInput, load_inputs, load_stored
 
+# The CPU seconds of the attempt, recorded with its materialization (what `cairn slo` and /metrics cost).
+CPU_METADATA = "cairn.cpu_s"
 _graphs: dict[str, Graph] = {}
 _loaded: dict[str, tuple[str, Graph]] = {}  # project folder -> (run id, graph) loaded by this worker
 _loading = threading.Lock()  # a worker with several threads imports the project's modules once at a time
@@ -43,6 +48,8 @@ def register_graph(project_dir: str, graph: Graph) -> None:
 def run_step(job: StepJob) -> StepOutcome:
     """Run one attempt of one step and store its output. Never raises for errors of user code."""
     started = time.perf_counter()
+    cpu_clock = _cpu_clock()
+    cpu_started = cpu_clock()
     ctx: Context | None = None
     out = stdio.StringIO()
     try:
@@ -56,7 +63,8 @@ def run_step(job: StepJob) -> StepOutcome:
                 checks = _validate(asset, load_stored(stored, store), None, (), store)
             finished = time.perf_counter()
             timings = {"checks_s": finished - copied, "output_s": copied - started}
-            return _checked(StepOutcome(OK, stored, finished - started, timings=timings), checks, job)
+            usage = {CPU_METADATA: round(cpu_clock() - cpu_started, 6)}
+            return _checked(StepOutcome(OK, stored, finished - started, metadata=usage, timings=timings), checks, job)
         ctx = _context(job, asset)
         kwargs = load_inputs(job.inputs, store)
         if asset.context_param:
@@ -74,16 +82,21 @@ def run_step(job: StepJob) -> StepOutcome:
             return _checked(outcome, results, job)
         checked = time.perf_counter()
         stored = _dump(value, store, asset, arrow)
+        dumped = time.perf_counter()
+        metadata = dict(ctx.metadata)
+        if asset.gates:
+            with _captured(out, job.capture_output):
+                metadata[GATES_METADATA] = _run_gates(job, asset, value, kwargs, ctx, stored, store)
         finished = time.perf_counter()
         timings = {
             "inputs_s": loaded - started,
             "function_s": called - loaded,
             "checks_s": checked - called,
-            "output_s": finished - checked,
+            "output_s": dumped - checked,
+            **({"gates_s": finished - dumped} if asset.gates else {}),
         }
-        outcome = StepOutcome(
-            OK, stored, finished - started, _logs(ctx, out), ctx.metrics, ctx.metadata, timings=timings
-        )
+        metadata[CPU_METADATA] = round(cpu_clock() - cpu_started, 6)
+        outcome = StepOutcome(OK, stored, finished - started, _logs(ctx, out), ctx.metrics, metadata, timings=timings)
         return _checked(outcome, results, job)
     except BadInput as bad:
         return StepOutcome(
@@ -162,6 +175,46 @@ def _reference(baseline: DriftBaseline | None, store: Any) -> Any:
     return Reference(baseline.label, tables, baseline.missing, baseline.error)
 
 
+def _run_gates(
+    job: StepJob, asset: AssetDef, value: Any, kwargs: dict[str, Any], ctx: Context, stored: StoredValue, store: Any
+) -> list[dict[str, Any]]:
+    """Evaluate the model's gates on the stored candidate: a failed or raising gate is recorded, never raised
+    (training makes a candidate; a failed blocking gate only blocks its promotion)."""
+    from cairn.io.files import Files
+
+    champion = job.champion
+    gate_ctx = GateContext(
+        asset=job.asset,
+        partition=job.partition,
+        metrics=ctx.metrics,
+        metadata=ctx.metadata,
+        params=job.params,
+        inputs={name: v for name, v in kwargs.items() if name != asset.context_param},
+        champion=functools.partial(load_stored, champion.stored, store) if champion is not None else None,
+        champion_metrics=champion.metrics if champion is not None else None,
+        champion_version=champion.stored.data_version if champion is not None else None,
+        size_bytes=_files_size(value.path) if isinstance(value, Files) else stored.size,
+        clock=time.perf_counter,
+    )
+    candidate = Path(value.path) if isinstance(value, Files) else value  # as `cairn.load` gives it back
+    records = []
+    for definition in asset.gates:
+        result = run_gate(definition, candidate, gate_ctx)
+        records.append(gate_record(definition, result))
+        if not result.passed:
+            kind = "blocking gate" if definition.blocking else "gate"
+            ctx.log.records.append((time.time(), "WARNING", f"{kind} '{definition.name}' failed: {result.detail}"))
+    return records
+
+
+def _files_size(path: Any) -> int:
+    """The bytes of every file under a `cairn.Files` path (one file: its size): what the model weighs."""
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
 def _blocking_failures(results: list[RuleResult]) -> list[RuleResult]:
     return [r for r in results if not r.passed and r.blocking]
 
@@ -224,12 +277,13 @@ def _graph(job: StepJob) -> Graph:
     graph = _graphs.get(job.project_dir)
     if graph is not None:
         return graph
+    root = project_root(job.project_dir)  # the project's folder, or the copy of its code shipped to this worker
     with _loading:
-        loaded = _loaded.get(job.project_dir)
+        loaded = _loaded.get(root)
         if loaded is None or loaded[0] != job.run_id:
             from cairn.project import load_project
 
-            loaded = _loaded[job.project_dir] = (job.run_id, load_project(job.project_dir).graph)
+            loaded = _loaded[root] = (job.run_id, load_project(root).graph)
     return loaded[1]
 
 
@@ -244,11 +298,11 @@ def _store(url: str, project_dir: str, options: dict[str, Any]) -> Any:
 
 def _workdir(job: StepJob) -> Path:
     name = step_label(job.asset, job.partition)
-    return Path(job.project_dir) / ".cairn" / "work" / f"{job.run_id}-{name}-{job.attempt}"
+    return Path(project_root(job.project_dir)) / ".cairn" / "work" / f"{job.run_id}-{name}-{job.attempt}"
 
 
 def _context(job: StepJob, asset: AssetDef) -> Context:
-    checkpoint = checkpoint_path(job.project_dir, job.cache_key)
+    checkpoint = checkpoint_path(project_root(job.project_dir), job.cache_key)  # kept where the code runs from
     return Context(
         asset=job.asset,
         partition=job.partition,
@@ -313,6 +367,13 @@ def _logs(ctx: Context | None, out: stdio.StringIO) -> tuple[tuple[float, str, s
     if printed:
         records.append((time.time(), "OUTPUT", printed.rstrip("\n")))
     return tuple(records)
+
+
+def _cpu_clock() -> Any:
+    """The clock of the CPU time an attempt uses: the process's (with its threads) when the attempt runs in a
+    main thread, one attempt per process (the process executor, ray, inline); the thread's when attempts share
+    a process (the thread executor, dask), where the process's would count the others' too."""
+    return time.process_time if threading.current_thread() is threading.main_thread() else time.thread_time
 
 
 def _error_class(exc: Exception) -> type[CairnError]:

@@ -12,6 +12,11 @@ so that the engine's retry policy decides as for any crash, and the re-run is ca
 worker thread. Its result is never collected, so nothing of it is committed (should it have written an
 object before it stopped, the object is unreferenced, and ``cairn gc`` removes it).
 
+The project's code goes with the jobs (`cairn.executors.shipping`): the first job of a project registers
+a worker plugin holding the zip of its modules and cairn.toml, which every worker, and every worker that joins
+later, unpacks into its local directory; a job names the package it runs with, so a worker without the project
+at the engine's path (another machine, another cwd, no sys.path entry) imports the shipped copy.
+
 Jobs run on worker threads, where the step job's own alarm cannot fire. A job is stopped by raising an
 exception inside its thread (`stop_job`): from a timer when its timed work has run for its timeout, or on
 request of the executor; code that sits in a native call notices it when the call returns. Past a further
@@ -36,6 +41,7 @@ from urllib.parse import urlsplit
 
 import dask
 import distributed as _distributed
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from cairn.errors import ConfigError
 from cairn.executors.base import (
@@ -48,6 +54,7 @@ from cairn.executors.base import (
     until_deadline,
 )
 from cairn.executors.local import STARTUP_GRACE_S, STOP_GRACE_S
+from cairn.executors.shipping import CodePackage, package_project, running_from, unpack
 
 if TYPE_CHECKING:
     from cairn.core.asset import Resources
@@ -60,6 +67,7 @@ CAPACITY_REFRESH_S = 2.0  # how often the cluster's workers are counted again (w
 RESULT_TIMEOUT_S = 60.0  # fetching a finished job's result from its worker
 CPU_RESOURCE = "CPU"  # worker resources that steps' Resources(cpu=..., memory_mb=...) are requested as
 MEMORY_RESOURCE = "MEMORY"  # in bytes, as in ``dask worker --resources "CPU=4,MEMORY=16e9"``
+CODE_FOLDER = "cairn-code"  # where shipped code packages are unpacked, under a worker's local directory
 
 _RUNNING = "running"
 _TIMED = "timed"
@@ -92,6 +100,7 @@ class DaskExecutor:
         self._done: list[Completed] = []
         self._next = 0
         self._biggest: dict[str, float] = {}
+        self._shipped: dict[str, str | None] = {}  # project folder -> the name of its package on the workers
         self.capacity = Capacity(cpu=1.0, memory_mb=memory_mb())
         if address:
             self._client = _connect(address)
@@ -126,6 +135,7 @@ class DaskExecutor:
                 timeout,
                 self._topic,
                 self._cluster is not None,
+                self._ship(arg),
                 key=key,
                 pure=False,
                 retries=0,
@@ -175,6 +185,20 @@ class DaskExecutor:
             with contextlib.suppress(Exception):
                 self._cluster.close()
             self._cluster = None
+
+    def _ship(self, arg: Any) -> str | None:
+        """Send the code of the project a job belongs to (once per executor, which lives for one run: one code
+        version); the name of its package on the workers, or None for a job of no project."""
+        project_dir = getattr(arg, "project_dir", None)
+        if not isinstance(project_dir, str):
+            return None
+        if project_dir not in self._shipped:
+            package = package_project(project_dir)
+            if package is not None:
+                # One plugin per project: a new code version replaces the last (workers keep what they unpacked).
+                self._client.register_plugin(ShipCode(package), name=package.slot)
+            self._shipped[project_dir] = package.name if package is not None else None
+        return self._shipped[project_dir]
 
     # ---- events and results ---------------------------------------------------------------------
 
@@ -324,22 +348,46 @@ def _check_reachable(address: str) -> None:
 # ---- on the worker --------------------------------------------------------------------------------
 
 
-def run_job(fn: Job, arg: Any, timeout: float | None, topic: str, prints_to_stderr: bool) -> tuple[str, Any]:
+class ShipCode(WorkerPlugin):
+    """A worker plugin that unpacks one project's code package on each worker, present and future."""
+
+    def __init__(self, package: CodePackage) -> None:
+        self.data = package.data
+
+    def setup(self, worker: Any) -> None:
+        unpack(self.data, os.path.join(worker.local_directory, CODE_FOLDER))
+
+
+def run_job(
+    fn: Job, arg: Any, timeout: float | None, topic: str, prints_to_stderr: bool, shipped: str | None = None
+) -> tuple[str, Any]:
     """The Dask task: report the start, run ``fn(arg)`` within its timeout, return ``(kind, value)``.
 
     On a worker of the local cluster, whose output is the engine's terminal, what a job prints goes to
-    stderr, so that the engine's own output (``cairn run --json``) stays clean.
+    stderr, so that the engine's own output (``cairn run --json``) stays clean. `shipped` names the code
+    package (unpacked by `ShipCode`) that the job's project is loaded from where the project is not.
     """
     if prints_to_stderr and sys.stdout is not sys.stderr:
         sys.stdout = sys.stderr
     worker = distributed.get_worker()
     key = str(worker.get_current_task())
     worker.log_event(topic, {"key": key, "phase": _RUNNING, "worker": worker.address})
+    code = contextlib.nullcontext() if shipped is None else running_from(_unpacked(worker, shipped))
     try:
-        with _tracked(key, timeout, lambda: worker.log_event(topic, {"key": key, "phase": _TIMED})):
+        with _tracked(key, timeout, lambda: worker.log_event(topic, {"key": key, "phase": _TIMED})), code:
             return _DONE, fn(arg)
     except _Stopped:
         return _TIMEOUT, None
+
+
+def _unpacked(worker: Any, name: str) -> str:
+    folder = os.path.join(worker.local_directory, CODE_FOLDER, name)
+    if not os.path.isdir(folder):
+        raise RuntimeError(
+            f"the code package {name} is not on the Dask worker {worker.address}: it joined while another version "
+            "of the project's code was being shipped; run again"
+        )
+    return folder
 
 
 async def stop_job(key: str) -> bool:

@@ -4,6 +4,12 @@ Each job is one task with ``num_cpus``/``memory`` from the step's `Resources` an
 never re-runs a task by itself, the engine's retry policy decides. A task whose worker process dies (killed,
 out of memory, ``os._exit``, ``SystemExit``) ends with `WorkerCrashedError` and is reported as crashed.
 
+The project's code goes with the jobs (`cairn.executors.shipping`): the zip of its modules and cairn.toml is
+put in Ray's object store once per run and passed to each task, which unpacks it once per node (into the
+temporary folder) and loads the project from it wherever the project is not at the engine's path. (A
+``runtime_env`` working_dir would do the same, but starts a pool of worker processes for every code version,
+seconds each on a small machine, and moves the task's working directory into the package.)
+
 A Ray task runs in its worker process's main thread, so the step job's own alarm stops it at its timeout;
 a job stuck where no signal reaches it is cancelled with ``force=True`` (its worker process is killed)
 once a generous grace has passed.
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,6 +30,7 @@ import ray as _ray
 from cairn.errors import ConfigError
 from cairn.executors.base import Capacity, Completed, Job, check_reachable, memory_mb, until_deadline
 from cairn.executors.local import STARTUP_GRACE_S
+from cairn.executors.shipping import package_project, running_from, unpack
 
 if TYPE_CHECKING:
     from cairn.core.asset import Resources
@@ -43,9 +51,16 @@ _CRASHES = (
 )
 
 
-def run_job(fn: Job, arg: Any) -> Any:
-    """The Ray task: ``fn(arg)`` in the worker's main thread."""
-    return fn(arg)
+CODE_FOLDER = "cairn-code"  # where shipped code packages are unpacked, under the node's temporary folder
+
+
+def run_job(fn: Job, arg: Any, shipped: bytes | None = None) -> Any:
+    """The Ray task: ``fn(arg)`` in the worker's main thread, with the project's code `shipped` (a package's
+    bytes, from the object store) unpacked on this node."""
+    if shipped is None:
+        return fn(arg)
+    with running_from(unpack(shipped, os.path.join(tempfile.gettempdir(), CODE_FOLDER))):
+        return fn(arg)
 
 
 def start_local_ray(workers: int) -> None:
@@ -87,6 +102,7 @@ class RayExecutor:
         self._done: list[Completed] = []
         self._next = 0
         self._biggest: dict[str, float] = {}
+        self._shipped: dict[str, Any] = {}  # project folder -> ObjectRef of its code package (None: no project)
         self.capacity = Capacity(cpu=1.0, memory_mb=memory_mb())
         try:
             self._measure()
@@ -99,7 +115,7 @@ class RayExecutor:
         ticket = self._next
         try:
             ref = self._remote.options(max_retries=0, retry_exceptions=False, **self._request(resources)).remote(
-                fn, arg
+                fn, arg, self._ship(arg)
             )
         except Exception as exc:  # the connection to the cluster is gone: the job could not start anywhere
             self._done.append(Completed(ticket, crashed=True, error=f"Ray refused the job: {exc}"))
@@ -138,9 +154,21 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
         self._refs.clear()
         self._deadlines.clear()
+        self._shipped.clear()  # the packages' objects are freed with their last reference
         if self._started:
             self._started = False
             ray.shutdown()
+
+    def _ship(self, arg: Any) -> Any:
+        """The object-store reference of the code of the project a job belongs to, put there once per executor
+        (which lives for one run: one code version); None for a job of no project."""
+        project_dir = getattr(arg, "project_dir", None)
+        if not isinstance(project_dir, str):
+            return None
+        if project_dir not in self._shipped:
+            package = package_project(project_dir)
+            self._shipped[project_dir] = ray.put(package.data) if package is not None else None
+        return self._shipped[project_dir]
 
     def _collect(self, ref: Any) -> Completed:
         ticket = self._forget(ref)

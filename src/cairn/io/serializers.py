@@ -7,6 +7,7 @@
 | dict (str keys), list, tuple, str, int, float, bool, None | json | json |
 | bytes                                  | bytes   | bytes    |
 | `cairn.io.Files`                       | files   | files (a directory), file (one file) |
+| scikit-learn estimator or pipeline    | skops   | the value's qualified type |
 | anything, with io="pickle"/"joblib"/"skops" | pickle, joblib, skops | the value's qualified type |
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Final
 
 from cairn.core.records import StoredValue
 from cairn.errors import SerializationError
+from cairn.io.estimators import dump_skops, is_sklearn_model, load_skops
 from cairn.io.files import FORMAT as FILES_FORMAT
 from cairn.io.files import Files, dump_files, load_files
 from cairn.io.jsonvalue import decode_json, encode_json, json_problem, type_name
@@ -50,6 +52,8 @@ def dump(value: object, store: Store, io: str | None = None) -> StoredValue:
         return _dump_by_type(value, store)
     if io not in IO_NAMES:
         raise SerializationError(f"unknown serializer io={io!r}; use one of {', '.join(map(repr, IO_NAMES))}.")
+    if io == "skops":
+        return dump_skops(value, store, explicit=True)
     if io in OPT_IN_FORMATS:
         return dump_pickled(value, store, io)
     if io == "json":
@@ -100,6 +104,8 @@ def _dump_by_type(value: object, store: Store) -> StoredValue:
         return dump_table(value, pytype, store)
     if is_ndarray(value):
         return dump_array(value, store)
+    if is_sklearn_model(value):
+        return dump_skops(value, store)
     problem = json_problem(value)
     if problem is None or problem.kind == "number":
         return _dump_json(value, store)
@@ -136,4 +142,5 @@ _READERS: Final[dict[str, Callable[[bytes, StoredValue], Any]]] = {
     "json": lambda data, stored: decode_json(data),
     "bytes": lambda data, stored: data,
     **{fmt: lambda data, stored: load_pickled(data, stored.format) for fmt in OPT_IN_FORMATS},
+    "skops": lambda data, stored: load_skops(data),
 }

@@ -40,7 +40,10 @@ def open_artifacts(
         )
     scheme = _URL_SCHEME.match(url)
     if scheme is None:
-        path = Path(url).expanduser()
+        try:
+            path = Path(url).expanduser()
+        except RuntimeError as exc:  # ~name of a user this machine does not know
+            raise ConfigError(f"storage.artifacts = {url!r}: {exc} Write the folder without ~, or fix it.") from exc
     elif scheme.group(1).lower() == "file":
         rest = url[scheme.end() :]
         rest = rest[len("localhost") :] if rest.startswith("localhost/") else rest

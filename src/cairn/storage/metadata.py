@@ -25,9 +25,14 @@ from cairn.core.records import (
 )
 from cairn.errors import LeaseLost, StoreError, UsageError
 from cairn.storage.attempts import RELEASED, AttemptLeases, Claim
+from cairn.storage.audit import AuditRecords
+from cairn.storage.automation import AutomationRecords
 from cairn.storage.datasets import DatasetRecords
 from cairn.storage.dialect import Cursor, dialect_for_url
+from cairn.storage.identity import IdentityRecords
+from cairn.storage.observability import ObservabilityRecords
 from cairn.storage.pools import PoolSlots
+from cairn.storage.registry import RegistryRecords, register_in
 from cairn.storage.schema import schema_is_current, upgrade_schema
 
 _CHUNK = 500  # values per IN list
@@ -92,7 +97,16 @@ def open_metadata(url: str, project_dir: str | os.PathLike[str]) -> MetadataStor
     return store
 
 
-class MetadataStore(AttemptLeases, DatasetRecords, PoolSlots):
+class MetadataStore(
+    AttemptLeases,
+    DatasetRecords,
+    PoolSlots,
+    RegistryRecords,
+    IdentityRecords,
+    AuditRecords,
+    ObservabilityRecords,
+    AutomationRecords,
+):
     """Records of runs and their results in one SQL database (SQLite or PostgreSQL); used from one thread.
 
     Each write is one short transaction (see `Database`). Times that order events between engines
@@ -242,7 +256,8 @@ class MetadataStore(AttemptLeases, DatasetRecords, PoolSlots):
             raise UsageError("a run id is required; `cairn runs` lists the recorded runs")
         word, tilde, back = text.lower().partition("~")
         if word in ("latest", "last"):
-            if tilde and not back.isdigit():
+            # ASCII digits only ("²" is a digit to isdigit, not to int), few enough for an SQL integer.
+            if tilde and not (back.isascii() and back.isdigit() and len(back) <= 18):
                 raise UsageError(f"{text!r}: after '~' comes a number of runs back, e.g. latest~1")
             offset = int(back) if back else 0
             rows = self._rows(
@@ -311,17 +326,20 @@ class MetadataStore(AttemptLeases, DatasetRecords, PoolSlots):
         mats = self.materializations_by_id([committed]) if committed is not None else []
         return Claim(token, holder, mats[0] if mats else None)
 
-    def commit_materialization(self, mat: Materialization, step: StepRecord, lease: tuple[str, int] | None) -> int:
+    def commit_materialization(
+        self, mat: Materialization, step: StepRecord, lease: tuple[str, int] | None, model_author: str | None = None
+    ) -> int:
         """Record a result: the moment it exists.
 
         In one transaction: check that the lease is still held, insert the materialization (created
-        now, on the database's clock) with its inputs, upsert the step, mark the attempt succeeded and
-        release the lease.
+        now, on the database's clock) with its inputs, register it as a model version when it is one,
+        upsert the step, mark the attempt succeeded and release the lease.
 
         Args:
             mat: The materialization; its `id` and `created_at` are ignored.
             step: The step's record after this result.
             lease: The ``(cache_key, token)`` the attempt holds, or None when it holds no lease.
+            model_author: For a ``kind="model"`` asset, who ran it: the author of the model version.
 
         Returns:
             The id of the new materialization.
@@ -353,6 +371,8 @@ class MetadataStore(AttemptLeases, DatasetRecords, PoolSlots):
                     ),
                     [(mat_id, i, ref.asset, ref.partition, ref.data_version) for i, ref in enumerate(mat.inputs)],
                 )
+            if model_author is not None:
+                register_in(cur, self._sql, mat.asset, mat_id, mat.data_version, mat.run_id, model_author)
             cur.execute(self._sql(_UPSERT_STEP), _step_params(step))
             cur.execute(
                 self._sql(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import multiprocessing
 import os
 import threading
 import time
 from dataclasses import replace
 from types import TracebackType
+from typing import Any
 
 import pytest
 
@@ -20,13 +23,17 @@ from cairn.core.records import (
     RUNNING,
     SUCCEEDED,
     AttemptRecord,
+    AuditBreak,
+    AuditEntry,
     InputRef,
     LogRecord,
     Materialization,
     RunRecord,
     StepRecord,
 )
-from cairn.errors import LeaseLost, StoreError, UsageError
+from cairn.errors import AccessDenied, LeaseLost, StoreError, UsageError
+from cairn.storage.audit import append_audit
+from cairn.storage.dialect import Cursor
 from cairn.storage.metadata import MetadataStore, ObjectRef, open_metadata
 from cairn.storage.schema import supported_schema_version
 
@@ -707,3 +714,225 @@ class MetadataStoreContract:
         first.release_pool_slot(held)
         taken = second.acquire_pool_slot("db", 1, "run-2", "engine 2", ttl_s=600)
         assert taken is not None and taken.token == held.token + 1
+
+
+# -- identity and audit ----------------------------------------------------------------------------
+
+
+def append_entries(url: str, project_dir: str, actor: str, count: int, start: Any) -> None:
+    """Append `count` audit rows as `actor` from a store of its own, once every process passed the
+    `start` barrier (run in a process)."""
+    with open_metadata(url, project_dir) as store:
+        start.wait(60)
+        for n in range(count):
+            store.append_audit(actor, "test.append", f"item-{n}", {"n": n})
+
+
+def _tamper(store: MetadataStore, *statements: str) -> None:
+    """Change the audit table behind cairn's back, as someone with write access to the database could."""
+    for statement in statements:
+        store._write1("tamper with the audit log", statement, ())
+
+
+class IdentityAuditContract:
+    """Users and the hash-chained audit log, on every backend: the same ``open_store`` fixture as
+    `MetadataStoreContract`."""
+
+    @pytest.fixture
+    def store(self, open_store: StoreOpener) -> MetadataStore:
+        return open_store()
+
+    def _append(self, store: MetadataStore, count: int) -> list[AuditEntry]:
+        return [store.append_audit("alice", "test.act", f"thing-{n}", {"n": n, "why": "ü"}) for n in range(count)]
+
+    # -- users -------------------------------------------------------------------------------------
+
+    def test_users_are_added_found_by_token_hash_and_listed_by_name(self, store: MetadataStore) -> None:
+        assert not store.has_users()
+        root = store.insert_user("root", "admin", "b3:root", "root", first=True)
+        store.insert_user("bob", "viewer", "b3:bob", "root")
+        assert store.has_users()
+        assert [u.name for u in store.users()] == ["bob", "root"]
+        found = store.user_by_token_hash("b3:bob")
+        assert found is not None and (found.name, found.role, found.created_by) == ("bob", "viewer", "root")
+        assert found.enabled and store.user_by_token_hash("b3:nobody") is None
+        assert store.user("root") == root and abs(root.created_at - store.now()) < 60
+        added = store.audit_entries()
+        assert [(e.action, e.subject, e.actor) for e in added] == [
+            ("user.add", "bob", "root"),
+            ("user.add", "root", "root"),
+        ]
+        assert added[1].detail == {"role": "admin", "bootstrap": True} and added[1].at == root.created_at
+
+    def test_the_first_user_rule_and_duplicate_names_are_enforced(self, store: MetadataStore) -> None:
+        store.insert_user("root", "admin", "b3:root", "root", first=True)
+        with pytest.raises(AccessDenied, match="users are defined already"):
+            store.insert_user("mallory", "admin", "b3:m", "mallory", first=True)
+        with pytest.raises(UsageError, match="user 'root' already exists"):
+            store.insert_user("root", "viewer", "b3:other", "root")
+        assert [u.name for u in store.users()] == ["root"] and len(store.audit_entries()) == 1
+
+    def test_role_changes_disabling_and_new_tokens_are_recorded_and_audited(self, store: MetadataStore) -> None:
+        store.insert_user("root", "admin", "b3:root", "root", first=True)
+        store.insert_user("bob", "viewer", "b3:bob", "root")
+        assert store.set_user_role("bob", "operator", "root").role == "operator"
+        assert store.set_user_role("bob", "operator", "root").role == "operator"  # no change, no audit row
+        store.replace_token_hash("bob", "b3:bob2", "bob")
+        assert store.user_by_token_hash("b3:bob") is None
+        assert store.user_by_token_hash("b3:bob2") == store.user("bob")
+        disabled = store.disable_user("bob", "root")
+        assert disabled.disabled_at is not None and store.user("bob") == disabled
+        assert [(e.action, e.actor, e.detail) for e in reversed(store.audit_entries())][2:] == [
+            ("user.role", "root", {"from": "viewer", "to": "operator"}),
+            ("user.rotate", "bob", {}),
+            ("user.disable", "root", {"role": "operator"}),
+        ]
+        with pytest.raises(UsageError, match="user 'bob' is disabled"):
+            store.set_user_role("bob", "admin", "root")
+        with pytest.raises(UsageError, match=r"user 'bobb' does not exist\. Did you mean 'bob'\?"):
+            store.disable_user("bobb", "root")
+
+    def test_the_last_enabled_admin_can_be_neither_demoted_nor_disabled(self, store: MetadataStore) -> None:
+        store.insert_user("root", "admin", "b3:root", "root", first=True)
+        with pytest.raises(UsageError, match="would leave no enabled admin"):
+            store.set_user_role("root", "approver", "root")
+        with pytest.raises(UsageError, match="would leave no enabled admin"):
+            store.disable_user("root", "root")
+        store.insert_user("ada", "admin", "b3:ada", "root")
+        store.disable_user("root", "ada")
+        with pytest.raises(UsageError, match="disabling 'ada' would leave no enabled admin"):
+            store.disable_user("ada", "ada")
+
+    # -- the audit chain ---------------------------------------------------------------------------
+
+    def test_appended_rows_form_one_chain_that_verifies(self, store: MetadataStore) -> None:
+        assert store.verify_audit() is None and store.audit_head() == (0, "")
+        appended = self._append(store, 5)
+        assert [e.seq for e in appended] == [1, 2, 3, 4, 5]
+        assert appended[0].prev_hash == "" and all(b.prev_hash == a.hash for a, b in itertools.pairwise(appended))
+        assert store.audit_entries() == appended[::-1]
+        assert store.audit_head() == (5, appended[-1].hash)
+        assert store.verify_audit() is None
+
+    def test_audit_entries_are_filtered_and_paged(self, store: MetadataStore) -> None:
+        store.append_audit("alice", "model.approve", "recsys@3", {"reason": "gates pass"})
+        store.append_audit("bob", "model.promote", "recsys@3", {"alias": "champion"})
+        store.append_audit("bob", "user.add", "carol", {"role": "viewer"})
+        assert [e.seq for e in store.audit_entries(2)] == [3, 2]
+        assert [e.seq for e in store.audit_entries(actor="bob")] == [3, 2]
+        assert [e.seq for e in store.audit_entries(action="model.*")] == [2, 1]
+        assert [e.seq for e in store.audit_entries(action="model.promote", subject="recsys@3")] == [2]
+        assert [e.seq for e in store.audit_entries(before=2)] == [1]
+        assert store.audit_entries(1)[0].detail == {"role": "viewer"}
+
+    def test_an_edited_field_is_named_at_its_row(self, store: MetadataStore) -> None:
+        self._append(store, 6)
+        _tamper(store, "UPDATE audit SET actor = 'mallory' WHERE seq = 3")
+        broken = store.verify_audit()
+        assert broken is not None and (broken.seq, broken.kind) == (3, "edited")
+        assert "row 3 (test.act thing-2 by mallory) does not match its hash" in broken.message
+
+    def test_an_edited_detail_or_time_is_found_too(self, store: MetadataStore) -> None:
+        self._append(store, 4)
+        _tamper(store, "UPDATE audit SET detail = '{\"n\":9}' WHERE seq = 4")
+        broken = store.verify_audit()
+        assert broken is not None and (broken.seq, broken.kind) == (4, "edited")
+        assert store.audit_entries(1)[0].detail == {"n": 9}
+        _tamper(
+            store, "UPDATE audit SET detail = 'not json' WHERE seq = 4", "UPDATE audit SET at = at + 1 WHERE seq = 2"
+        )
+        broken = store.verify_audit()
+        assert broken is not None and (broken.seq, broken.kind) == (2, "edited")
+        assert store.audit_entries(1)[0].detail == {"unparsed": "not json"}
+
+    def test_a_deleted_row_is_named_as_missing(self, store: MetadataStore) -> None:
+        self._append(store, 6)
+        _tamper(store, "DELETE FROM audit WHERE seq = 4")
+        broken = store.verify_audit()
+        assert broken is not None and (broken.seq, broken.kind) == (4, "missing")
+        assert "row 4 is missing: the chain goes from row 3 to row 5" in broken.message
+
+    def test_deleted_first_and_last_rows_are_named(self, store: MetadataStore) -> None:
+        self._append(store, 5)
+        _tamper(store, "DELETE FROM audit WHERE seq >= 4")
+        broken = store.verify_audit()
+        assert broken is not None and (broken.seq, broken.kind) == (4, "missing")
+        assert "rows 4 to 5 missing: the head records 5 rows but the chain ends at row 3" in broken.message
+        _tamper(store, "DELETE FROM audit WHERE seq = 1")
+        assert store.verify_audit() == AuditBreak(
+            1, "missing", "row 1 is missing: the chain goes from the start to row 2 (rows were deleted)"
+        )
+
+    def test_reordered_rows_are_named_at_the_first_one_out_of_place(self, store: MetadataStore) -> None:
+        self._append(store, 6)
+        _tamper(
+            store,
+            "UPDATE audit SET seq = -1 WHERE seq = 3",
+            "UPDATE audit SET seq = 3 WHERE seq = 4",
+            "UPDATE audit SET seq = 4 WHERE seq = -1",
+        )
+        broken = store.verify_audit()
+        assert broken is not None and (broken.seq, broken.kind) == (3, "out_of_order")
+        assert "row 3 does not follow row 2" in broken.message
+
+    def test_a_rewritten_head_or_a_row_added_behind_it_is_found(self, store: MetadataStore) -> None:
+        rows = self._append(store, 3)
+        _tamper(store, "UPDATE audit_head SET hash = 'b3:forged' WHERE id = 1")
+        broken = store.verify_audit()
+        assert broken is not None and (broken.seq, broken.kind) == (3, "head")
+        _tamper(store, f"UPDATE audit_head SET seq = 2, hash = '{rows[1].hash}' WHERE id = 1")
+        broken = store.verify_audit()
+        assert broken is not None and (broken.seq, broken.kind) == (3, "head")
+        assert "row 3 is not recorded by the head" in broken.message
+
+    def test_an_audit_row_commits_or_rolls_back_with_its_action(self, store: MetadataStore) -> None:
+        """`append_audit` inside a caller's transaction: one failing statement after it undoes both."""
+
+        def promote(cur: Cursor) -> AuditEntry:
+            cur.execute(
+                store._sql("INSERT INTO snapshots (name, created_at, selection) VALUES (?, {now}, ?)"), ("s", "*")
+            )
+            return append_audit(cur, store._sql, "alice", "snapshot.create", "s", {"entries": 0})
+
+        entry = store._transaction("test", promote)
+        assert store.audit_entries() == [entry] and [s.name for s in store.snapshots()] == ["s"]
+
+        def fails(cur: Cursor) -> None:
+            append_audit(cur, store._sql, "alice", "snapshot.create", "t", {})
+            cur.execute(
+                store._sql("INSERT INTO snapshots (name, created_at, selection) VALUES (?, {now}, ?)"), ("s", "*")
+            )
+
+        with pytest.raises(StoreError):
+            store._transaction("test", fails)
+        assert store.audit_entries() == [entry] and store.audit_head() == (1, entry.hash)
+        assert store.verify_audit() is None
+
+    def test_detail_that_is_not_json_is_refused_before_anything_is_written(self, store: MetadataStore) -> None:
+        with pytest.raises(StoreError, match="JSON-compatible"):
+            store.append_audit("alice", "test.act", "x", {"when": object()})
+        with pytest.raises(StoreError, match="JSON-compatible"):
+            store.append_audit("alice", "test.act", "x", {"ratio": float("nan")})
+        assert store.audit_head() == (0, "")
+
+    def test_two_processes_appending_together_make_one_chain(self, open_store: StoreOpener) -> None:
+        """2 x 200 appends from two processes on one database: no fork, no duplicate or missing seq."""
+        if not open_store.shared:
+            pytest.skip("each open_store() call opens a separate database")
+        first = open_store()  # applies the migrations before the processes start
+        context = multiprocessing.get_context("spawn")
+        start = context.Barrier(2)
+        workers = [
+            context.Process(target=append_entries, args=(open_store.url, str(open_store.project_dir), name, 200, start))
+            for name in ("one", "two")
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=240)
+        assert [worker.exitcode for worker in workers] == [0, 0]
+        entries = first.audit_entries(1000)[::-1]
+        assert [e.seq for e in entries] == list(range(1, 401))
+        for name in ("one", "two"):
+            assert [e.detail["n"] for e in entries if e.actor == name] == list(range(200))
+        assert first.verify_audit() is None and first.audit_head() == (400, entries[-1].hash)

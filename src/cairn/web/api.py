@@ -1,0 +1,173 @@
+"""The HTTP API under ``/api/v1``: every route names the least role it needs (`need`), which the OpenAPI schema
+shows as ``x-cairn-role``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from cairn import registry
+from cairn.core.keys import validate_name
+from cairn.security import Role
+from cairn.web import runner, views
+from cairn.web.auth import ROLE_KEY, Caller, need
+from cairn.web.state import AppState
+
+router = APIRouter(prefix="/api/v1")
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Text = Annotated[str | None, Query(max_length=256, pattern=r"^[A-Za-z0-9_.:|+*@-]*$")]
+
+
+def _role(role: Role) -> dict[str, Any]:
+    return {ROLE_KEY: role.value}
+
+
+Viewer = Annotated[Caller, Depends(need(Role.VIEWER, "reading", cookie=True))]
+Operator = Annotated[Caller, Depends(need(Role.OPERATOR, "starting a run"))]
+Approver = Annotated[Caller, Depends(need(Role.APPROVER, "approving, promoting or rolling back a model"))]
+Admin = Annotated[Caller, Depends(need(Role.ADMIN, "listing users"))]
+VIEW = _role(Role.VIEWER)
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.cairn
+    return state
+
+
+class RunRequest(BaseModel):
+    selection: list[str] = Field(default_factory=list, max_length=100)
+    partition: str | None = Field(default=None, max_length=256)
+    force: bool = False
+
+
+class ApproveRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class AliasRequest(BaseModel):
+    alias: str = Field(default=registry.DEFAULT_ALIAS, max_length=128)
+    reason: str = Field(default="", max_length=2000)
+
+
+@router.get("/me", openapi_extra=VIEW)
+def me(caller: Viewer) -> dict[str, Any]:
+    """Who the token is: name and role."""
+    return {"name": caller.user.name, "role": caller.user.role}
+
+
+@router.get("/assets", openapi_extra=VIEW)
+def list_assets(request: Request, caller: Viewer) -> list[dict[str, Any]]:
+    """Every asset partition with its state (fresh, stale, missing), reason and latest materialization."""
+    return views.assets(_state(request), caller.meta)
+
+
+@router.get("/assets/{name}", openapi_extra=VIEW)
+def get_asset(request: Request, caller: Viewer, name: str, partition: Text = None, limit: Limit = 50) -> dict[str, Any]:
+    """One asset: materializations with their checks, lineage upstream and downstream."""
+    return views.asset(_state(request), caller.meta, name, partition, limit)
+
+
+@router.get("/runs", openapi_extra=VIEW)
+def list_runs(caller: Viewer, status: Text = None, limit: Limit = 50) -> list[dict[str, Any]]:
+    """Run history, newest first; `status` keeps the runs with that status."""
+    return views.runs(caller.meta, status, limit)
+
+
+@router.post("/runs", openapi_extra=_role(Role.OPERATOR), status_code=202)
+def trigger_run(request: Request, caller: Operator, body: RunRequest) -> dict[str, Any]:
+    """Start a run in the background; returns its id at once (poll ``GET /runs/{run_id}``)."""
+    run_id = runner.start_run(_state(request), caller.meta, caller.user, body.selection, body.partition, body.force)
+    return {"run_id": run_id}
+
+
+@router.get("/runs/{run_id}", openapi_extra=VIEW)
+def get_run(caller: Viewer, run_id: str) -> dict[str, Any]:
+    """One run with its steps and attempts."""
+    return views.run(caller.meta, run_id)
+
+
+@router.get("/runs/{run_id}/logs", openapi_extra=VIEW)
+def get_logs(caller: Viewer, run_id: str, asset: Text = None, partition: Text = None) -> list[dict[str, Any]]:
+    """The captured log lines of a run (of one step with `asset` and `partition`)."""
+    return views.logs(caller.meta, run_id, asset, partition)
+
+
+@router.get("/snapshots", openapi_extra=VIEW)
+def list_snapshots(caller: Viewer) -> list[dict[str, Any]]:
+    return [s.to_dict() for s in caller.meta.snapshots()]
+
+
+@router.get("/snapshots/{name}", openapi_extra=VIEW)
+def get_snapshot(caller: Viewer, name: str) -> dict[str, Any]:
+    return views.snapshot(caller.meta, name)
+
+
+@router.get("/backfills", openapi_extra=VIEW)
+def list_backfills(caller: Viewer, limit: Limit = 50) -> list[dict[str, Any]]:
+    return views.backfills(caller.meta, limit)
+
+
+@router.get("/models", openapi_extra=VIEW)
+def list_models(caller: Viewer) -> list[dict[str, Any]]:
+    """Every model version with its gates summary, approvals and aliases."""
+    return [v.to_dict() for v in registry.models(caller.meta)]
+
+
+@router.get("/models/{name}", openapi_extra=VIEW)
+def get_model(caller: Viewer, name: str) -> list[dict[str, Any]]:
+    """Every version of one model, in full."""
+    validate_name(name, "model")
+    versions = registry.models(caller.meta, name)
+    if not versions:
+        registry.version(caller.meta, name)  # raises the error that names the known models
+    return [v.to_dict(details=True) for v in versions]
+
+
+@router.get("/models/{name}/{version}", openapi_extra=VIEW)
+def get_model_version(caller: Viewer, name: str, version: int) -> dict[str, Any]:
+    validate_name(name, "model")
+    return registry.version(caller.meta, name, version).to_dict(details=True)
+
+
+@router.post("/models/{name}/{version}/approve", openapi_extra=_role(Role.APPROVER))
+def approve(caller: Approver, name: str, version: int, body: ApproveRequest) -> dict[str, Any]:
+    """Approve a version (never one's own: 409); audited as ``model.approve``."""
+    validate_name(name, "model")
+    return registry.approve(caller.meta, name, version, body.reason, caller.environ).to_dict()
+
+
+@router.post("/models/{name}/{version}/promote", openapi_extra=_role(Role.APPROVER))
+def promote(caller: Approver, name: str, version: int, body: AliasRequest) -> dict[str, Any]:
+    """Point an alias at a version whose blocking gates passed and which another user approved (else 409)."""
+    validate_name(name, "model")
+    return registry.promote(caller.meta, name, version, body.alias, caller.environ, body.reason).to_dict()
+
+
+@router.post("/models/{name}/rollback", openapi_extra=_role(Role.APPROVER))
+def rollback(caller: Approver, name: str, body: AliasRequest) -> dict[str, Any]:
+    """Move an alias back to the version it pointed at before."""
+    validate_name(name, "model")
+    return registry.rollback(caller.meta, name, body.alias, caller.environ, body.reason).to_dict()
+
+
+@router.get("/aliases", openapi_extra=VIEW)
+def list_aliases(caller: Viewer, asset: Text = None) -> list[dict[str, Any]]:
+    if asset is not None:
+        validate_name(asset)
+    return [a.to_dict() for a in registry.aliases(caller.meta, asset)]
+
+
+@router.get("/audit", openapi_extra=VIEW)
+def list_audit(
+    caller: Viewer, limit: Limit = 50, actor: Text = None, action: Text = None, subject: Text = None
+) -> list[dict[str, Any]]:
+    """The audit log, newest first, narrowed by actor, action (``model.*`` for a family) and subject."""
+    return views.audit(caller.meta, limit, actor, action, subject)
+
+
+@router.get("/users", openapi_extra=_role(Role.ADMIN))
+def list_users(caller: Admin) -> list[dict[str, Any]]:
+    """The project's users and roles (never a token or its hash)."""
+    return [u.to_dict() for u in caller.meta.users()]

@@ -1,0 +1,83 @@
+"""Runs started from the web: validated in the request, executed in a background thread, audited.
+
+The engine is built in the thread (a SQLite connection belongs to the thread that opened it), which hands the
+run id back to the request as soon as the run's record exists; the run page then polls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+from collections.abc import Sequence
+
+from cairn.core.events import RUN_STARTED, Event
+from cairn.core.keys import validate_partition
+from cairn.core.records import User
+from cairn.errors import UsageError, did_you_mean
+from cairn.security import audit
+from cairn.storage.metadata import MetadataStore
+from cairn.web import views
+from cairn.web.state import AppState
+
+_TOKEN = re.compile(r"^(\*|\+?[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\+?|tag:[A-Za-z0-9_.-]{1,64}=[A-Za-z0-9_.:-]{0,128})\Z")
+_log = logging.getLogger(__name__)
+
+
+def check_selection(state: AppState, selection: Sequence[str]) -> tuple[str, ...]:
+    """The selection tokens, each a name the project defines (with ``+`` marks), a tag or ``*``."""
+    graph = views.project(state).graph
+    for token in selection:
+        if not isinstance(token, str) or not _TOKEN.match(token) or ".." in token:
+            raise UsageError(f"selection token {token!r} is not allowed: use NAME, +NAME, NAME+, tag:KEY=VALUE or *")
+        name = token.strip("+")
+        if not token.startswith("tag:") and token != "*" and name not in graph.assets:
+            raise UsageError(f"asset '{name}' is not defined.{did_you_mean(name, graph.assets)}")
+    return tuple(selection)
+
+
+def start_run(
+    state: AppState,
+    meta: MetadataStore,
+    user: User,
+    selection: Sequence[str],
+    partition: str | None = None,
+    force: bool = False,
+    wait_s: float = 60.0,
+) -> str:
+    """Start a run of `selection` as `user` in a background thread; its run id once the run exists."""
+    chosen = check_selection(state, selection)
+    if partition is not None:
+        validate_partition(partition)
+    started: queue.Queue[str | BaseException] = queue.Queue()
+
+    def work() -> None:
+        from cairn.engine.api import open_stores
+        from cairn.engine.prepare import RunOptions
+        from cairn.engine.run import Engine
+
+        def on_event(event: Event) -> None:
+            if event.kind == RUN_STARTED:  # the run's record exists: its page can be read
+                started.put(event.run_id)
+
+        try:
+            loaded = views.project(state)
+            with open_stores(state.settings) as stores:
+                # The run is the web user's, not whoever's token the server's environment holds.
+                options = RunOptions(selection=chosen, force=force, partition=partition, actor=user.name)
+                engine = Engine(loaded, stores.meta, stores.artifacts, options, on_event)
+                state.runs[engine.run_id] = threading.current_thread()
+                engine.run()
+                started.put(engine.run_id)  # in case it ended without a start event (the request takes the first)
+        except BaseException as e:
+            started.put(e)
+            _log.exception("a run started from the web stopped with an error")
+
+    thread = threading.Thread(target=work, name="cairn-web-run", daemon=True)
+    thread.start()
+    first = started.get(timeout=wait_s)
+    if isinstance(first, BaseException):
+        raise first
+    audit(meta, user, "run.start", first, {"selection": list(chosen), "partition": partition, "force": force})
+    return first
