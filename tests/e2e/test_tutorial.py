@@ -102,7 +102,8 @@ def test_the_tutorial_is_well_formed_and_shows_every_step() -> None:
     for command in commands:
         if not command.text.startswith("cd "):
             assert command.expected, f"tutorial line {command.line}: `{command.text}` shows no output to check"
-    assert [c.exit_code for c in commands if c.exit_code] == [1], "exactly one command (the contract violation) fails"
+    failing = [c.exit_code for c in commands if c.exit_code]
+    assert failing == [1, 1], "exactly two commands fail: the contract violation and the self-approval"
 
 
 def test_patterns_allow_what_changes_and_nothing_else() -> None:
