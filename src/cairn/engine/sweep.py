@@ -23,7 +23,7 @@ from cairn.core.keys import step_label
 from cairn.core.records import Materialization, RunRecord, RunStatus
 from cairn.core.selection import select
 from cairn.engine import api
-from cairn.engine.run import Engine, EventSink, RunOptions, RunResult, new_run_id
+from cairn.engine.run import EventSink, RunOptions, RunResult, new_run_id
 from cairn.errors import UsageError, did_you_mean
 from cairn.hashing import hash_struct
 from cairn.project import Project, load_project
@@ -231,7 +231,7 @@ def execute(
     for number, (point, each) in enumerate(zip(points, overrides, strict=True), start=1):
         trial_args = {**recorded, "number": number, "trial": point}
         trial = replace(options, overrides=each, labels={**options.labels, "sweep": trial_args})
-        result = Engine(project, stores.meta, stores.artifacts, trial, on_event).run()
+        result = api.execute(project, trial, on_event)  # its failures open incidents, as any run's do
         if on_trial is not None:
             run = stores.meta.get_run(result.run_id)
             if run is not None:

@@ -53,23 +53,19 @@ def start_run(
     started: queue.Queue[str | BaseException] = queue.Queue()
 
     def work() -> None:
-        from cairn.engine.api import open_stores
+        from cairn.engine.api import execute
         from cairn.engine.prepare import RunOptions
-        from cairn.engine.run import Engine
 
         def on_event(event: Event) -> None:
             if event.kind == RUN_STARTED:  # the run's record exists: its page can be read
+                state.runs[event.run_id] = threading.current_thread()
                 started.put(event.run_id)
 
         try:
-            loaded = views.project(state)
-            with open_stores(state.settings) as stores:
-                # The run is the web user's, not whoever's token the server's environment holds.
-                options = RunOptions(selection=chosen, force=force, partition=partition, actor=user.name)
-                engine = Engine(loaded, stores.meta, stores.artifacts, options, on_event)
-                state.runs[engine.run_id] = threading.current_thread()
-                engine.run()
-                started.put(engine.run_id)  # in case it ended without a start event (the request takes the first)
+            # The run is the web user's, not whoever's token the server's environment holds.
+            options = RunOptions(selection=chosen, force=force, partition=partition, actor=user.name)
+            result = execute(views.project(state), options, on_event)
+            started.put(result.run_id)  # in case it ended without a start event (the request takes the first)
         except BaseException as e:
             started.put(e)
             _log.exception("a run started from the web stopped with an error")
