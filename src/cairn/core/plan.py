@@ -167,9 +167,7 @@ def decide(spec: StepSpec, inputs: Sequence[InputRef], history: History, force: 
 
 
 def explain(spec: StepSpec, key: str, inputs: Sequence[InputRef], history: History) -> Reason:
-    """Why a step with this key has no usable materialization."""
-    if spec.source_version == SOURCE_MISSING:
-        return Reason(ReasonCode.SOURCE_NOT_READY, f"source not ready: no file for {spec.step} yet")
+    """Why a step with this key has no usable materialization (a missing source is decided by `precheck`)."""
     previous = history.previous(spec.step)
     if history.failed(key):
         return Reason(ReasonCode.PREVIOUS_FAILED)
