@@ -8,9 +8,6 @@ the test metric". `train` appends each execution to ``trainings.log``, so the te
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from cairn.engine.run import RunResult
 from cairn.engine.sweep import Trial, parse_grid
 from cairn.errors import UsageError
 from tests.conftest import ProjectFactory
+from tests.e2e.test_recsys import cairn_cli
 
 PIPELINE = """
 import os
@@ -50,19 +48,6 @@ def train(ctx: Context, data: list[float]) -> dict:
 """
 
 GRID = ["--sweep", "train.learning_rate=0.03,0.1", "--sweep", "train.max_depth=4,8"]
-
-
-def cairn_cli(project: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    done = subprocess.run(
-        [sys.executable, "-m", "cairn.cli.main", "-C", str(project), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == expect, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done
 
 
 def cli_json(project: Path, *args: str, expect: int = 0) -> dict[str, Any]:

@@ -45,8 +45,16 @@ def open_stores(settings: Settings) -> Iterator[Stores]:
         meta.close()
 
 
-def _project(project: ProjectArg) -> Project:
+def loaded_project(project: ProjectArg) -> Project:
+    """The project a `project=` argument names: loaded from its folder unless it is loaded already."""
     return project if isinstance(project, Project) else load_project(project)
+
+
+def project_settings(project: ProjectArg) -> Settings:
+    """The settings of the project a `project=` argument names, without importing its modules."""
+    if isinstance(project, Project):
+        return project.settings
+    return project if isinstance(project, Settings) else load_settings(project)
 
 
 def materialize(
@@ -82,7 +90,7 @@ def materialize(
         on_event: called with every progress `Event`.
         executor_instance: an executor object to use instead of building one.
     """
-    loaded = _project(project)
+    loaded = loaded_project(project)
     options = RunOptions(
         selection=(selection,) if isinstance(selection, str) else tuple(selection),
         force=force,
@@ -128,11 +136,7 @@ def load(
     """
     from cairn.io.reading import convert_table, load_stored
 
-    settings = (
-        project.settings
-        if isinstance(project, Project)
-        else (project if isinstance(project, Settings) else load_settings(project))
-    )
+    settings = project_settings(project)
     step = StepId(validate_name(name), validate_partition(partition or ""))
     if snapshot is not None:
         validate_name(snapshot, "snapshot")  # as `cairn snapshot create` does: a bad name is no lookup

@@ -16,14 +16,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cairn.config import Settings, load_settings, parse_overrides
+from cairn.config import parse_overrides
 from cairn.core.events import RUN_STARTED, Event
 from cairn.core.records import BackfillRecord
 from cairn.engine import api
 from cairn.engine.run import EventSink, RunOptions, RunResult, new_run_id
 from cairn.errors import UsageError
 from cairn.executors.base import Executor
-from cairn.project import Project, load_project
+from cairn.project import Project
 from cairn.storage.metadata import MetadataStore
 
 # Backfill statuses besides the run statuses it takes over from its last run.
@@ -120,7 +120,7 @@ def backfill(
             raise UsageError(
                 "a backfill needs a range: cairn.backfill(SEL, partition_range=(FIRST, LAST)), or resume=ID"
             )
-        loaded = _project(project)
+        loaded = api.loaded_project(project)
         record = start(loaded, chosen, partition_range, params=params, profile=profile, workers=workers)
     else:
         given = [
@@ -140,7 +140,7 @@ def backfill(
                 "(or start a new backfill with them)"
             )
         record = find(project, resume)
-        loaded = _project(project)
+        loaded = api.loaded_project(project)
     return execute(loaded, record, on_event, executor_instance)
 
 
@@ -178,7 +178,7 @@ def start(
 
 def find(project: api.ProjectArg, backfill_id: str) -> BackfillRecord:
     """The backfill with this id, unique prefix of one, or ``latest``; a UsageError names the fix otherwise."""
-    with api.open_stores(_settings(project)) as stores:
+    with api.open_stores(api.project_settings(project)) as stores:
         return stores.meta.backfill(backfill_id)
 
 
@@ -210,7 +210,7 @@ def execute(
 
 def status(project: api.ProjectArg = ".", backfill_id: str | None = None) -> list[BackfillStatus]:
     """One backfill (by id, unique prefix or ``latest``), or the newest ones first, each with its progress."""
-    with api.open_stores(_settings(project)) as stores:
+    with api.open_stores(api.project_settings(project)) as stores:
         records = [stores.meta.backfill(backfill_id)] if backfill_id else stores.meta.backfills()
         return [BackfillStatus(r, progress(stores.meta, r)) for r in records]
 
@@ -238,15 +238,3 @@ def run_options(record: BackfillRecord) -> RunOptions:
         overrides=opts["params"] if "params" in opts else parse_overrides(opts.get("set") or []),
         partition_range=(record.first_key, record.last_key),
     )
-
-
-def _project(project: api.ProjectArg) -> Project:
-    return project if isinstance(project, Project) else load_project(project)
-
-
-def _settings(project: api.ProjectArg) -> Settings:
-    if isinstance(project, Project):
-        return project.settings
-    if isinstance(project, Settings):
-        return project
-    return load_settings(project)

@@ -88,9 +88,9 @@ class StepTable:
     def __len__(self) -> int:
         return len(self.order)
 
-    def keys_of(self, asset: AssetDef) -> list[str]:
+    def keys_of(self, asset: AssetDef) -> Sequence[str]:
         """Every partition key of an asset with a drift check (what its reference is chosen from)."""
-        return list(self.keys[asset.name])
+        return self.keys[asset.name]
 
     def specs(self) -> dict[StepId, StepSpec]:
         return {s: self.steps[s].spec for s in self.order}

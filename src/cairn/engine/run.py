@@ -17,7 +17,7 @@ import heapq
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -517,7 +517,7 @@ class Engine:
                 return False
         return True
 
-    def _keys(self, asset: AssetDef) -> list[str]:
+    def _keys(self, asset: AssetDef) -> Sequence[str]:
         assert self.table is not None
         return self.table.keys_of(asset)
 

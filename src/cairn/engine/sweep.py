@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cairn.config import Settings, load_settings, parse_overrides
+from cairn.config import parse_overrides
 from cairn.core.keys import step_label
 from cairn.core.records import Materialization, RunRecord, RunStatus
 from cairn.core.selection import select
@@ -26,7 +26,7 @@ from cairn.engine import api
 from cairn.engine.run import EventSink, RunOptions, RunResult, new_run_id
 from cairn.errors import UsageError, did_you_mean
 from cairn.hashing import hash_struct
-from cairn.project import Project, load_project
+from cairn.project import Project
 from cairn.storage.metadata import MetadataStore
 
 __all__ = ["SCAN_RUNS", "SweepResult", "Trial", "execute", "parse_grid", "read", "results", "sweep"]
@@ -173,7 +173,7 @@ def sweep(
         UsageError: the grid is empty or malformed, names an unknown asset or param, or sweeps an asset
             that the selection does not run; a metric name is ambiguous.
     """
-    loaded = project if isinstance(project, Project) else load_project(project)
+    loaded = api.loaded_project(project)
     options = RunOptions(
         selection=(selection,) if isinstance(selection, str) else tuple(selection),
         force=force,
@@ -358,11 +358,7 @@ def results(
     lower_is_better: bool | None = None,
 ) -> SweepResult:
     """A recorded sweep's trials, ranked (what `cairn runs --sweep ID` shows); see `read`."""
-    if isinstance(project, Project):
-        settings = project.settings
-    else:
-        settings = project if isinstance(project, Settings) else load_settings(project)
-    with api.open_stores(settings) as stores:
+    with api.open_stores(api.project_settings(project)) as stores:
         return read(stores.meta, sweep_id, metric=metric, report=report, lower_is_better=lower_is_better)
 
 
