@@ -45,7 +45,8 @@ def auc_floor(model, ctx) -> bool:
 
 ROLES = ("viewer", "operator", "approver", "admin")
 USER_OF = {"viewer": "vic", "operator": "olga", "approver": "bob", "admin": "admin"}
-PATH_VALUES = {"name": "ranker", "version": "1", "run_id": "latest"}
+PATH_VALUES = {"name": "ranker", "version": "1", "run_id": "latest", "other": "latest", "backfill_id": "latest"}
+PATH_VALUES |= {"alias": "champion"}
 
 
 @dataclass
@@ -210,6 +211,17 @@ def test_traversal_and_injection_in_paths_and_queries_are_refused_and_touch_noth
         f"/api/v1/aliases?asset={bad}",
         f"/api/v1/assets/ranker?partition={bad}",
         f"/api/v1/runs/latest/logs?asset={bad}",
+        f"/api/v1/assets/{bad}/metrics",
+        f"/api/v1/assets/{bad}/durations",
+        f"/api/v1/assets/{bad}/partitions",
+        f"/api/v1/assets/{bad}/code",
+        f"/api/v1/runs/{bad}/progress",
+        f"/api/v1/runs/{bad}/timeline",
+        f"/api/v1/runs/{bad}/diff/latest",
+        f"/api/v1/backfills/{bad}",
+        f"/api/v1/aliases/{bad}/history",
+        f"/api/v1/aliases/champion/history?asset={bad}",
+        f"/api/v1/incidents?open={bad}",
     ]
     for path in paths:
         answer = site.client.get(path, headers=headers)

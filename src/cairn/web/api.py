@@ -3,6 +3,7 @@ shows as ``x-cairn-role``."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,13 +12,14 @@ from pydantic import BaseModel, Field
 from cairn import registry
 from cairn.core.keys import validate_name
 from cairn.security import Role
-from cairn.web import runner, views
+from cairn.web import asset_views, run_views, runner, views
 from cairn.web.auth import ROLE_KEY, Caller, need
 from cairn.web.state import AppState
 
 router = APIRouter(prefix="/api/v1")
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Text = Annotated[str | None, Query(max_length=256, pattern=r"^[A-Za-z0-9_.:|+*@-]*$")]
+OpenOnly = Annotated[bool, Query(alias="open")]
 
 
 def _role(role: Role) -> dict[str, Any]:
@@ -69,6 +71,30 @@ def get_asset(request: Request, caller: Viewer, name: str, partition: Text = Non
     return views.asset(_state(request), caller.meta, name, partition, limit)
 
 
+@router.get("/assets/{name}/metrics", openapi_extra=VIEW)
+def asset_metrics(request: Request, caller: Viewer, name: str, limit: Limit = 200) -> dict[str, Any]:
+    """The asset's numeric metrics over its newest materializations, oldest first (the asset page's trends)."""
+    return asset_views.metrics(views.project(_state(request)), caller.meta, name, limit)
+
+
+@router.get("/assets/{name}/durations", openapi_extra=VIEW)
+def asset_durations(request: Request, caller: Viewer, name: str, limit: Limit = 200) -> dict[str, Any]:
+    """How long the asset's step took each time it executed (the asset page's histogram)."""
+    return asset_views.durations(views.project(_state(request)), caller.meta, name, limit)
+
+
+@router.get("/assets/{name}/partitions", openapi_extra=VIEW)
+def asset_partitions(request: Request, caller: Viewer, name: str) -> dict[str, Any]:
+    """The state of each partition of the asset (the asset page's heat map)."""
+    return asset_views.partitions(views.project(_state(request)), caller.meta, name)
+
+
+@router.get("/assets/{name}/code", openapi_extra=VIEW)
+def asset_code(request: Request, caller: Viewer, name: str) -> dict[str, Any]:
+    """The asset's code versions over time: the run that first used each, its actor, git commit and changes."""
+    return asset_views.code_history(views.project(_state(request)), caller.meta, name)
+
+
 @router.get("/runs", openapi_extra=VIEW)
 def list_runs(caller: Viewer, status: Text = None, limit: Limit = 50) -> list[dict[str, Any]]:
     """Run history, newest first; `status` keeps the runs with that status."""
@@ -86,6 +112,24 @@ def trigger_run(request: Request, caller: Operator, body: RunRequest) -> dict[st
 def get_run(caller: Viewer, run_id: str) -> dict[str, Any]:
     """One run with its steps and attempts."""
     return views.run(caller.meta, run_id)
+
+
+@router.get("/runs/{run_id}/progress", openapi_extra=VIEW)
+def run_progress(caller: Viewer, run_id: str) -> dict[str, Any]:
+    """How far a run is: status, `done`, step counts and each step's status (the run page polls it)."""
+    return run_views.progress(caller.meta, run_id, time.time())
+
+
+@router.get("/runs/{run_id}/timeline", openapi_extra=VIEW)
+def run_timeline(caller: Viewer, run_id: str) -> dict[str, Any]:
+    """The run's attempts on a time axis from its start, one row per step (the run page's Gantt chart)."""
+    return run_views.timeline(caller.meta, run_id, time.time())
+
+
+@router.get("/runs/{run_id}/diff/{other}", openapi_extra=VIEW)
+def run_diff(caller: Viewer, run_id: str, other: str) -> dict[str, Any]:
+    """Two runs side by side: each step's status and duration in both, and what differs (`cairn diff`)."""
+    return run_views.diff(caller.meta, run_id, other)
 
 
 @router.get("/runs/{run_id}/logs", openapi_extra=VIEW)
@@ -107,6 +151,18 @@ def get_snapshot(caller: Viewer, name: str) -> dict[str, Any]:
 @router.get("/backfills", openapi_extra=VIEW)
 def list_backfills(caller: Viewer, limit: Limit = 50) -> list[dict[str, Any]]:
     return views.backfills(caller.meta, limit)
+
+
+@router.get("/backfills/{backfill_id}", openapi_extra=VIEW)
+def get_backfill(caller: Viewer, backfill_id: str) -> dict[str, Any]:
+    """One backfill (an id, a prefix or ``latest``): progress, runs, and the status of each step so far."""
+    return views.backfill(caller.meta, backfill_id)
+
+
+@router.get("/incidents", openapi_extra=VIEW)
+def list_incidents(caller: Viewer, open_only: OpenOnly = False, limit: Limit = 50) -> list[dict[str, Any]]:
+    """Incidents newest first (only the open ones with ``open=true``), with the steps they affected and alerts."""
+    return views.incidents(caller.meta, open_only, limit)
 
 
 @router.get("/models", openapi_extra=VIEW)
@@ -154,9 +210,14 @@ def rollback(caller: Approver, name: str, body: AliasRequest) -> dict[str, Any]:
 
 @router.get("/aliases", openapi_extra=VIEW)
 def list_aliases(caller: Viewer, asset: Text = None) -> list[dict[str, Any]]:
-    if asset is not None:
-        validate_name(asset)
-    return [a.to_dict() for a in registry.aliases(caller.meta, asset)]
+    """Every alias (of one asset) with what it points at and its moves, oldest first."""
+    return views.aliases(caller.meta, asset)
+
+
+@router.get("/aliases/{alias}/history", openapi_extra=VIEW)
+def get_alias_history(caller: Viewer, alias: str, asset: Text = None) -> list[dict[str, Any]]:
+    """Every move of one alias (of one asset): where it pointed after, who moved it, when and why."""
+    return views.alias_history(caller.meta, alias, asset)
 
 
 @router.get("/audit", openapi_extra=VIEW)
@@ -165,6 +226,12 @@ def list_audit(
 ) -> list[dict[str, Any]]:
     """The audit log, newest first, narrowed by actor, action (``model.*`` for a family) and subject."""
     return views.audit(caller.meta, limit, actor, action, subject)
+
+
+@router.get("/audit/verify", openapi_extra=VIEW)
+def verify_audit(caller: Viewer) -> dict[str, Any]:
+    """`cairn audit verify`: whether the audit log's hash chain holds, and the first row where it does not."""
+    return views.audit_verification(caller.meta)
 
 
 @router.get("/users", openapi_extra=_role(Role.ADMIN))

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cairn.config import load_settings
 from cairn.errors import AccessDenied, CairnError, DefinitionError, Refused, UsageError
 from cairn.version import __version__
-from cairn.web import api, pages
+from cairn.web import api, pages, session
 from cairn.web.state import AppState
 
 HERE = Path(__file__).parent
@@ -44,7 +44,7 @@ def create_app(project_dir: str | os.PathLike[str] = ".") -> FastAPI:
     for error, code in _STATUS:
         app.add_exception_handler(error, _handler(code))
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(pages.LoginNeeded, _login)
+    app.add_exception_handler(session.LoginNeeded, _login)
     app.middleware("http")(_headers)
     app.include_router(api.router)
     app.include_router(pages.router)
@@ -56,7 +56,7 @@ def _handler(code: int) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def handle(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": str(exc)}, status_code=code)
-        return pages.error_page(request, code, str(exc))
+        return session.error_page(request, code, str(exc))
 
     return handle
 
@@ -66,7 +66,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if request.url.path.startswith("/api/") or not isinstance(exc.detail, str):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-    return pages.error_page(request, exc.status_code, exc.detail)
+    return session.error_page(request, exc.status_code, exc.detail)
 
 
 async def _login(request: Request, exc: Exception) -> Response:

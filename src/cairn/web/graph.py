@@ -1,5 +1,6 @@
 """The asset graph as SVG, laid out server-side in layers: an asset's layer is one more than its deepest input's,
-and within a layer assets keep the project's topological order. No script, no library: boxes and lines."""
+and within a layer assets keep the project's topological order. No library: boxes and lines, each asset a
+``<g data-asset="NAME">``; the page's script zooms and pans it by changing the ``viewBox``."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ def layered_svg(upstream: Mapping[str, Sequence[str]], states: Mapping[str, str]
             where[name] = (PAD + col * (BOX_W + GAP_X), PAD + row * (BOX_H + GAP_Y))
     width = PAD * 2 + max(columns, default=0) * (BOX_W + GAP_X) + BOX_W
     height = PAD * 2 + max((len(n) for n in columns.values()), default=1) * (BOX_H + GAP_Y)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="graph" width="{width}" height="{height}" role="img">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="asset-graph" class="graph" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="asset graph of {len(upstream)} assets">'
+        f'<title>asset graph: {len(upstream)} assets</title><g class="viewport">'
+    ]
     for name, inputs in upstream.items():
         x2, y2 = where[name]
         for i in inputs:
@@ -44,9 +49,10 @@ def layered_svg(upstream: Mapping[str, Sequence[str]], states: Mapping[str, str]
         colour = COLOURS.get(state, COLOURS["missing"])
         label = escape(name if len(name) <= 22 else name[:21] + "…")
         parts.append(
+            f'<g class="node" data-asset="{escape(name)}" data-state="{escape(state)}">'
             f'<a href="/assets/{escape(name)}"><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="5" '
-            f'fill="{colour}" class="node"><title>{escape(name)}: {escape(state)}</title></rect>'
-            f'<text x="{x + 8}" y="{y + 22}" class="label">{label}</text></a>'
+            f'fill="{colour}" class="box"><title>{escape(name)}: {escape(state)}</title></rect>'
+            f'<text x="{x + 8}" y="{y + 22}" class="label">{label}</text></a></g>'
         )
-    parts.append("</svg>")
+    parts.append("</g></svg>")
     return "".join(parts)

@@ -1,4 +1,7 @@
-"""The server-rendered pages: login, assets, one asset, runs, one run, models, and the asset graph.
+"""The server-rendered pages of assets, runs and models: login, assets, one asset (with its plots and code
+history), the asset graph, runs, one run (live progress and its timeline), and models. The pages of the other
+records (backfills, snapshots, aliases, the audit log, incidents, run diffs) are in `cairn.web.record_pages`,
+included in this router.
 
 A page reads the session cookie (HttpOnly, SameSite=Strict) that the login form set from a pasted token; a
 visitor without a valid one is sent to the login page. Every form carries a CSRF token derived from the
@@ -8,99 +11,26 @@ session, and every form post is checked against it before anything changes.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+import time
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from cairn import registry
-from cairn.errors import AccessDenied, CairnError
-from cairn.security import Role, check_role
+from cairn.core.keys import validate_name
+from cairn.errors import CairnError
 from cairn.storage.metadata import open_metadata
-from cairn.web import runner, views
-from cairn.web.auth import SESSION_COOKIE, Caller, authenticate, csrf_ok, csrf_token
+from cairn.web import asset_views, record_pages, run_views, runner, views
+from cairn.web.auth import SESSION_COOKIE, authenticate
 from cairn.web.graph import layered_svg
-from cairn.web.state import AppState
+from cairn.web.plots import duration_histogram, metric_plot, partition_heatmap
+from cairn.web.session import Approver, Operator, Viewer, app_state, checked, form, redirect, render
+from cairn.web.timeline import timeline_svg
 
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
+router.include_router(record_pages.router)
 LOGIN_CSRF = "cairn_login_csrf"
-_MAX_FORM = 64 * 1024
-
-
-class LoginNeeded(Exception):
-    """No session, or one whose token no longer works: the page redirects to the login form."""
-
-
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.cairn
-    return state
-
-
-def page_user(role: Role, action: str) -> Any:
-    """A dependency: the session's caller, provided their role allows `action`."""
-
-    def dependency(request: Request) -> Iterator[Caller]:
-        state = _state(request)
-        token = request.cookies.get(SESSION_COOKIE, "")
-        if not token:
-            raise LoginNeeded()
-        meta = open_metadata(state.settings.database, state.settings.root)
-        try:
-            try:
-                user = authenticate(meta, token)
-            except HTTPException:
-                raise LoginNeeded() from None
-            try:
-                check_role(user, role, action)
-            except AccessDenied as e:
-                raise HTTPException(403, str(e)) from None
-            yield Caller(user, token, meta)
-        finally:
-            meta.close()
-
-    return Depends(dependency)
-
-
-Viewer = Annotated[Caller, page_user(Role.VIEWER, "reading")]
-Operator = Annotated[Caller, page_user(Role.OPERATOR, "starting a run")]
-Approver = Annotated[Caller, page_user(Role.APPROVER, "approving or promoting a model")]
-
-
-def render(request: Request, caller: Caller | None, name: str, code: int = 200, **context: Any) -> HTMLResponse:
-    """A template with the page's common context: the user, their CSRF token and the project's name."""
-    state = _state(request)
-    shown = {
-        "user": caller.user if caller else None,
-        "csrf": csrf_token(state.secret, caller.token) if caller else "",
-        "project": state.settings.name,
-        "can": (lambda role: Role(caller.user.role).allows(Role(role))) if caller else (lambda role: False),
-        **context,
-    }
-    return templates.TemplateResponse(request, name, shown, status_code=code)
-
-
-def error_page(request: Request, status: int, message: str) -> Response:
-    if status == 401:
-        return RedirectResponse("/login", 303)
-    return render(request, None, "error.html", status, status_code=status, message=message)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """An urlencoded form body (the pages post nothing else), one value per field."""
-    body = await request.body()
-    if len(body) > _MAX_FORM:
-        raise HTTPException(413, "form too large")
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), max_num_fields=20).items()}
-
-
-def _checked(request: Request, caller: Caller, form: dict[str, str]) -> None:
-    if not csrf_ok(_state(request).secret, caller.token, form.get("csrf", "")):
-        raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page and try again")
 
 
 @router.get("/login")
@@ -114,12 +44,12 @@ def login_form(request: Request) -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request) -> Response:
     """Check a pasted token and keep it in an HttpOnly cookie; the page never shows it again."""
-    form = await _form(request)
+    fields = await form(request)
     nonce = request.cookies.get(LOGIN_CSRF, "")
-    if not nonce or not secrets.compare_digest(nonce, form.get("csrf", "")):
+    if not nonce or not secrets.compare_digest(nonce, fields.get("csrf", "")):
         raise HTTPException(403, "the login form's CSRF token is missing or stale: reload the page")
-    state = _state(request)
-    token = form.get("token", "").strip()
+    state = app_state(request)
+    token = fields.get("token", "").strip()
     with open_metadata(state.settings.database, state.settings.root) as meta:
         try:
             authenticate(meta, token)
@@ -133,7 +63,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, caller: Viewer) -> Response:
-    _checked(request, caller, await _form(request))
+    checked(request, caller, await form(request))
     response = RedirectResponse("/login", 303)
     response.delete_cookie(SESSION_COOKIE)
     return response
@@ -146,14 +76,46 @@ def home(caller: Viewer) -> Response:
 
 @router.get("/assets")
 def assets_page(request: Request, caller: Viewer) -> HTMLResponse:
-    rows = views.assets(_state(request), caller.meta)
+    rows = views.assets(app_state(request), caller.meta)
     return render(request, caller, "assets.html", rows=rows)
 
 
 @router.get("/assets/{name}")
 def asset_page(request: Request, caller: Viewer, name: str) -> HTMLResponse:
-    view = views.asset(_state(request), caller.meta, name, None, 50)
-    return render(request, caller, "asset.html", view=view)
+    state = app_state(request)
+    view = views.asset(state, caller.meta, name, None, 50)
+    loaded = views.project(state)
+    series = asset_views.metrics(loaded, caller.meta, name)["metrics"]
+    durations = asset_views.durations(loaded, caller.meta, name)
+    cells = asset_views.partitions(loaded, caller.meta, name)
+    return render(
+        request,
+        caller,
+        "asset.html",
+        view=view,
+        metric_svgs=[metric_plot(metric, points) for metric, points in series.items()],
+        durations=durations,
+        duration_svg=duration_histogram([d["duration_s"] for d in durations["executions"]], f"{name} durations")
+        if durations["executions"]
+        else "",
+        partitions=cells,
+        heatmap_svg=partition_heatmap(cells["partitions"]) if cells["partitions"] else "",
+        history=asset_views.code_history(loaded, caller.meta, name),
+        incidents=[i.to_dict() for i in caller.meta.incidents(open_only=True, limit=100) if i.subject == name],
+    )
+
+
+@router.get("/graph")
+def graph_page(request: Request, caller: Viewer) -> HTMLResponse:
+    rows = views.assets(app_state(request), caller.meta)
+    states: dict[str, str] = {}
+    for row in rows:  # an asset is as good as its worst partition
+        order = ("missing", "stale", "fresh")
+        now = states.get(row["asset"], "fresh")
+        states[row["asset"]] = min(now, row["state"], key=order.index) if row["state"] in order else now
+    graph = views.project(app_state(request)).graph
+    svg = layered_svg({name: tuple(graph.upstream[name]) for name in graph.order}, states)
+    return render(request, caller, "graph.html", svg=svg)
 
 
 @router.get("/runs")
@@ -164,17 +126,46 @@ def runs_page(request: Request, caller: Viewer, status: str | None = None) -> HT
 
 @router.post("/runs")
 async def start_run_page(request: Request, caller: Operator) -> Response:
-    form = await _form(request)
-    _checked(request, caller, form)
-    selection = form.get("selection", "").split()
-    run_id = runner.start_run(_state(request), caller.meta, caller.user, selection, force=form.get("force") == "on")
-    return RedirectResponse(f"/runs/{quote(run_id)}", 303)
+    """Start a run from a form (the assets, asset and graph pages); a refused selection comes back as a flash."""
+    fields = await form(request)
+    checked(request, caller, fields)
+    selection = fields.get("selection", "").split()
+    back = fields.get("next", "/assets")
+    try:
+        force = fields.get("force") == "on"
+        run_id = runner.start_run(app_state(request), caller.meta, caller.user, selection, force=force)
+    except CairnError as e:
+        return redirect(back, "error", str(e))
+    return redirect(f"/runs/{quote(run_id)}", "ok", f"run {run_id} started")
 
 
 @router.get("/runs/{run_id}")
 def run_page(request: Request, caller: Viewer, run_id: str) -> HTMLResponse:
     view = views.run(caller.meta, run_id)
-    return render(request, caller, "run.html", run=view)
+    if view["status"] == "running":  # what the attempts already say, before the step records catch up
+        view["steps"] = [s.to_dict() for s in run_views.live_steps(caller.meta, view["run_id"])]
+    line = run_views.timeline(caller.meta, view["run_id"], time.time())
+    previous = [r["run_id"] for r in views.runs(caller.meta, None, 100) if r["created_at"] < view["created_at"]]
+    counts: dict[str, int] = {}
+    for s in view["steps"]:
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+    return render(
+        request,
+        caller,
+        "run.html",
+        run=view,
+        counts=dict(sorted(counts.items())),
+        timeline=line,
+        timeline_svg=timeline_svg(line),
+        previous=previous[0] if previous else None,
+    )
+
+
+@router.get("/runs/{run_id}/timeline.svg")
+def run_timeline_svg(caller: Viewer, run_id: str) -> Response:
+    """The run's Gantt chart alone: the run page's script swaps it in while the run goes on."""
+    line = run_views.timeline(caller.meta, run_id, time.time())
+    return Response(timeline_svg(line), media_type="image/svg+xml")
 
 
 @router.get("/models")
@@ -185,37 +176,40 @@ def models_page(request: Request, caller: Viewer) -> HTMLResponse:
 
 @router.post("/models/{name}/{version}/approve")
 async def approve_page(request: Request, caller: Approver, name: str, version: int) -> Response:
-    form = await _form(request)
-    _checked(request, caller, form)
-    registry.approve(caller.meta, _model(name), version, form.get("reason", ""), caller.environ)
-    return RedirectResponse("/models", 303)
+    fields = await form(request)
+    checked(request, caller, fields)
+    try:
+        registry.approve(caller.meta, _model(name), version, fields.get("reason", ""), caller.environ)
+    except CairnError as e:
+        return redirect("/models", "error", str(e))
+    return redirect("/models", "ok", f"approved {name} version {version}")
 
 
 @router.post("/models/{name}/{version}/promote")
 async def promote_page(request: Request, caller: Approver, name: str, version: int) -> Response:
-    form = await _form(request)
-    _checked(request, caller, form)
-    alias = form.get("alias") or registry.DEFAULT_ALIAS
-    registry.promote(caller.meta, _model(name), version, alias, caller.environ, form.get("reason", ""))
-    return RedirectResponse("/models", 303)
+    fields = await form(request)
+    checked(request, caller, fields)
+    alias = fields.get("alias") or registry.DEFAULT_ALIAS
+    try:
+        registry.promote(caller.meta, _model(name), version, alias, caller.environ, fields.get("reason", ""))
+    except CairnError as e:
+        return redirect("/models", "error", str(e))
+    return redirect("/models", "ok", f"{alias} of {name} now points at version {version}")
 
 
-@router.get("/graph")
-def graph_page(request: Request, caller: Viewer) -> HTMLResponse:
-    rows = views.assets(_state(request), caller.meta)
-    states: dict[str, str] = {}
-    for row in rows:  # an asset is as good as its worst partition
-        order = ("missing", "stale", "fresh")
-        now = states.get(row["asset"], "fresh")
-        states[row["asset"]] = min(now, row["state"], key=order.index) if row["state"] in order else now
-    graph = views.project(_state(request)).graph
-    svg = layered_svg({name: tuple(graph.upstream[name]) for name in graph.order}, states)
-    return render(request, caller, "graph.html", svg=svg)
+@router.post("/models/{name}/rollback")
+async def rollback_page(request: Request, caller: Approver, name: str) -> Response:
+    fields = await form(request)
+    checked(request, caller, fields)
+    alias = fields.get("alias") or registry.DEFAULT_ALIAS
+    try:
+        registry.rollback(caller.meta, _model(name), alias, caller.environ, fields.get("reason", ""))
+    except CairnError as e:
+        return redirect("/models", "error", str(e))
+    return redirect("/models", "ok", f"{alias} of {name} rolled back")
 
 
 def _model(name: str) -> str:
-    from cairn.core.keys import validate_name
-
     try:
         return validate_name(name, "model")
     except CairnError as e:

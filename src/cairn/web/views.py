@@ -173,3 +173,87 @@ def audit(
 
 def step_id(asset_name: str, partition: str | None) -> StepId:
     return StepId(validate_name(asset_name), validate_partition(partition or ""))
+
+
+def backfill(meta: MetadataStore, backfill_id: str) -> dict[str, Any]:
+    """One backfill: its record and progress, its runs, and the status of each step of its range so far (a step
+    done in any of its runs stays done; otherwise its last run's status)."""
+    from cairn.engine.backfill import progress
+
+    validate_name(backfill_id, "backfill id")
+    try:
+        record = meta.backfill(backfill_id)
+    except UsageError as e:
+        raise LookupError(str(e)) from None
+    runs_of = []
+    steps: dict[tuple[str, str], str] = {}
+    for run_id in record.run_ids:
+        found = meta.get_run(run_id)
+        runs_of.append({"run_id": run_id, "status": found.status if found else None})
+        for s in meta.run_steps(run_id):
+            if steps.get((s.asset, s.partition)) not in ("executed", "cached"):
+                steps[(s.asset, s.partition)] = s.status
+    return {
+        **record.to_dict(),
+        **progress(meta, record).to_dict(),
+        "created_at": record.created_at,
+        "finished_at": record.finished_at,
+        "options": record.options,
+        "run_details": runs_of,
+        "steps": [{"asset": a, "partition": p or None, "status": st} for (a, p), st in sorted(steps.items())],
+    }
+
+
+def aliases(meta: MetadataStore, asset: str | None) -> list[dict[str, Any]]:
+    """Every alias (of one asset) with what it points at now and every move it made, oldest first."""
+    from cairn import registry
+
+    if asset is not None:
+        validate_name(asset)
+    out = []
+    for a in registry.aliases(meta, asset):
+        moves = meta.alias_moves(a.record.alias, a.record.asset)
+        out.append({**a.to_dict(), "history": [m.to_dict() for m in moves]})
+    return out
+
+
+def alias_history(meta: MetadataStore, alias: str, asset: str | None) -> list[dict[str, Any]]:
+    """Every move of one alias (of one asset), oldest first."""
+    from cairn import registry
+
+    validate_name(alias, "alias")
+    if asset is not None:
+        validate_name(asset)
+    try:
+        return [m.to_dict() for m in registry.alias_history(meta, alias, asset)]
+    except UsageError as e:
+        raise LookupError(str(e)) from None
+
+
+def audit_verification(meta: MetadataStore) -> dict[str, Any]:
+    """`cairn audit verify`: whether the hash chain holds, how many rows it has, and where it breaks."""
+    rows, head = meta.audit_head()  # read first: every row up to it is then verified
+    broken = meta.verify_audit()
+    return {"intact": broken is None, "rows": rows, "head": head, "break": broken.to_dict() if broken else None}
+
+
+def incidents(meta: MetadataStore, open_only: bool, limit: int) -> list[dict[str, Any]]:
+    """`cairn incidents --json`: incidents newest first with their steps and alerts. An alert names its webhook
+    by scheme and host only: the rest of a webhook URL is often its secret."""
+    found = meta.incidents(open_only=open_only, limit=limit)
+    alerts: dict[int, list[dict[str, Any]]] = {}
+    for alert in meta.alerts([i.id for i in found]):
+        shown = {**alert.to_dict(), "destination": webhook_host(alert.destination)}
+        alerts.setdefault(alert.incident_id, []).append(shown)
+    return [{**i.to_dict(), "alerts": alerts.get(i.id, [])} for i in found]
+
+
+def webhook_host(destination: str) -> str:
+    """``https://hooks.example.com/…`` for a webhook URL; ``log`` (or any other non-URL) as it is."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(destination)
+    if not parts.scheme or not parts.hostname:
+        return destination if "/" not in destination else "…"
+    rest = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{parts.hostname}{rest}"
