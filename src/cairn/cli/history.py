@@ -25,7 +25,7 @@ from cairn.core.keys import step_label
 from cairn.errors import UsageError
 
 if TYPE_CHECKING:
-    from cairn.core.records import AttemptRecord, StepRecord
+    from cairn.core.records import AttemptRecord, RunRecord, StepRecord
     from cairn.engine.sweep import SweepResult
     from cairn.storage.metadata import MetadataStore
 
@@ -184,8 +184,11 @@ def show(
     run_id: Annotated[str, typer.Argument(help="A run id, a unique prefix of one, or 'latest'.")],
     project: ProjectOpt = ".",
     as_json: JsonOpt = False,
+    gantt: Annotated[
+        bool, typer.Option("--timeline", help="The steps' attempts on a time axis (a Gantt chart); --json: its data.")
+    ] = False,
 ) -> None:
-    """One run with its steps and attempts."""
+    """One run with its steps and attempts; with --timeline, when each attempt ran."""
     with project_stores(project) as stores:
         meta = stores.meta
         rid = meta.resolve_run_id(run_id)
@@ -194,6 +197,9 @@ def show(
         attempts = meta.attempts(rid)
         mats = meta.run_materializations(rid)
     assert run is not None
+    if gantt:
+        _timeline(run, steps, attempts, as_json)
+        return
     metrics = {key: m.metrics for key, m in mats.items() if m.metrics}
     checks = {key: m.metadata["cairn.checks"] for key, m in mats.items() if m.metadata.get("cairn.checks")}
     timings = {key: m.metadata["cairn.timings"] for key, m in mats.items() if m.metadata.get("cairn.timings")}
@@ -253,6 +259,24 @@ def show(
         console().print(
             f"[red]{step_label(a.asset, a.partition)} attempt {a.attempt} {a.status}[/]: {escape(a.error or '')}"
         )
+
+
+def _timeline(run: RunRecord, steps: list[StepRecord], attempts: list[AttemptRecord], as_json: bool) -> None:
+    import time
+
+    from cairn.cli.common import STATUS_STYLE
+    from cairn.cli.timeline import print_timeline
+    from cairn.observability.timeline import timeline
+
+    view = timeline(run, steps, attempts, time.time())
+    if as_json:
+        print_json(view)
+        return
+    console().print(
+        f"run [bold]{run.run_id}[/] {styled(run.status)}  selection: {escape(run.selection)}  "
+        f"started {ago(run.created_at)}  duration {seconds(run.duration_s)}"
+    )
+    print_timeline(console(), view, STATUS_STYLE)
 
 
 INTERNAL_METADATA = "cairn."  # keys cairn records for itself (env versions, checks, timings): not shown as metadata

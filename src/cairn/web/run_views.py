@@ -84,49 +84,15 @@ def live_steps(meta: MetadataStore, run_id: str) -> list[StepRecord]:
 
 
 def timeline(meta: MetadataStore, run_id: str, now: float) -> dict[str, Any]:
-    """The run's attempts on a time axis from its start: one row per step that made an attempt, in order of
-    its first attempt, each bar ``{attempt, status, start_s, end_s, error}`` (a running attempt ends now).
+    """The run's attempts on a time axis (`cairn.observability.timeline`), at most `MAX_ROWS` rows; ``hidden``
+    says how many more steps had attempts."""
+    from cairn.observability.timeline import timeline as build
 
-    At most `MAX_ROWS` rows; ``hidden`` says how many more steps had attempts, ``without_attempts`` how many
-    steps made none (cached, skipped, or not started yet).
-    """
     record = _record(meta, run_id)
-    steps = {(s.asset, s.partition): s for s in meta.run_steps(record.run_id)}
-    attempts = sorted(meta.attempts(record.run_id), key=lambda a: (a.started_at, a.attempt))
-    origin = record.created_at
-    last = record.finished_at or now
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for a in attempts:
-        key = (a.asset, a.partition)
-        row = rows.get(key)
-        if row is None:
-            step = steps.get(key)
-            row = rows[key] = {
-                "step": step_label(a.asset, a.partition),
-                "status": step.status if step else a.status,
-                "bars": [],
-            }
-        end = a.finished_at if a.finished_at is not None else max(last, a.started_at)
-        last = max(last, end)
-        row["bars"].append(
-            {
-                "attempt": a.attempt,
-                "status": a.status,
-                "start_s": round(max(a.started_at - origin, 0.0), 4),
-                "end_s": round(max(end - origin, 0.0), 4),
-                "running": a.finished_at is None,
-                "error": a.error,
-            }
-        )
-    shown = list(rows.values())
-    return {
-        "run_id": record.run_id,
-        "status": record.status,
-        "span_s": round(max(last - origin, 0.0), 4),
-        "rows": shown[:MAX_ROWS],
-        "hidden": max(len(shown) - MAX_ROWS, 0),
-        "without_attempts": sum(1 for key in steps if key not in rows),
-    }
+    view = build(record, meta.run_steps(record.run_id), meta.attempts(record.run_id), now)
+    view["hidden"] = max(len(view["rows"]) - MAX_ROWS, 0)
+    view["rows"] = view["rows"][:MAX_ROWS]
+    return view
 
 
 def diff(meta: MetadataStore, run_a: str, run_b: str) -> dict[str, Any]:
