@@ -257,3 +257,30 @@ def source_state() -> str:
 
 def progress(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def layered_pipeline(layers: int, width: int) -> str:
+    """pipeline.py of a `layers` x `width` layered DAG: node n{l}_{i} reads n{l-1}_{i} and n{l-1}_{(i+1) % width}."""
+    return f'''\
+"""A {layers} x {width} layered DAG; every node reads two nodes of the layer before."""
+
+from cairn import asset
+
+LAYERS = {layers}
+WIDTH = {width}
+
+
+def _root(ctx):
+    return ctx.params["k"] + 1
+
+
+def _node(ctx, a, b):
+    return (a + b + ctx.params["k"]) % 1000003
+
+
+NODES = [asset(name=f"n0_{{i}}", params={{"k": i}})(_root) for i in range(WIDTH)]
+for layer in range(1, LAYERS):
+    for i in range(WIDTH):
+        ins = {{"a": f"n{{layer - 1}}_{{i}}", "b": f"n{{layer - 1}}_{{(i + 1) % WIDTH}}"}}
+        NODES.append(asset(name=f"n{{layer}}_{{i}}", params={{"k": i}}, ins=ins)(_node))
+'''

@@ -8,7 +8,7 @@ column, non-null ids, country and time, ranges on quantity, price and discount, 
 null rate, ``unique=["id"]``, row bounds and freshness. Measured in this process, each repetition on the same
 table: `cairn.quality.evaluate` on the pyarrow Table, and on the polars and pandas DataFrames as the step job
 evaluates them (on the Arrow table it converts once for both the contract and the Parquet write, so the
-conversion is not the contract's cost; a pandas frame shares it when its index is a RangeIndex, as here),
+conversion is not the contract's cost; a pandas frame shares it whatever its index, a RangeIndex here),
 and `pyarrow.parquet.write_table` of
 the Arrow table to a file with cairn's writer options (`cairn.io.parquet.PARQUET_WRITE_OPTIONS`, dictionary
 encoding for every non-float column), which is what publishing the output costs at least.

@@ -34,6 +34,15 @@ class StoreError(CairnError):
     """The metadata database or the artifact store cannot be used as it is."""
 
 
+class ConnectionLost(StoreError):
+    """The connection to the metadata database was lost and the command cannot go on safely.
+
+    Either a write was cut off while it may have committed (whether it took effect is unknown, so it is not
+    repeated), or no new connection could be made for a while. A rerun of `cairn run` resumes from what was
+    committed: a step whose result was recorded is cached, the others run again.
+    """
+
+
 class CorruptObject(StoreError):
     """A stored object's bytes do not match its recorded checksum or size."""
 

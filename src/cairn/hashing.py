@@ -41,7 +41,80 @@ def hash_struct(value: Any) -> str:
     return digest_bytes(encode(value))
 
 
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def check_hashable(value: Any) -> None:
+    """Raise the `TypeError` that `hash_struct` would raise for `value`, without encoding it."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return
+    if kind is dict:
+        for k, v in value.items():
+            check_hashable(k)
+            check_hashable(v)
+    elif kind is list or kind is tuple:
+        for item in value:
+            check_hashable(item)
+    else:
+        encode(value)  # subclasses, sets and anything else: the encoder decides
+
+
 def _encode_into(value: Any, out: bytearray) -> None:
+    # Exact types first (the common case: cache keys are lists of strings, ints and small dicts; a step table
+    # of 20,000 steps encodes one per step); subclasses, bool, floats and the rest go through `_encode_other`,
+    # which writes the same bytes for them.
+    kind = type(value)
+    if kind is str:
+        raw = value.encode("utf-8")
+        out += b"s%d:" % len(raw)
+        out += raw
+    elif kind is list or kind is tuple:
+        out += b"l%d:" % len(value)
+        for item in value:
+            inner = type(item)
+            if inner is str:
+                raw = item.encode("utf-8")
+                out += b"s%d:" % len(raw)
+                out += raw
+            elif inner is int:
+                out += b"i%d;" % item
+            else:
+                _encode_into(item, out)
+    elif kind is dict:
+        _encode_dict(value, out)
+    elif kind is int:
+        out += b"i%d;" % value
+    else:
+        _encode_other(value, out)
+
+
+def _encode_dict(value: dict[Any, Any], out: bytearray) -> None:
+    if len(value) < 2:
+        out += b"d%d:" % len(value)
+        for k, v in value.items():
+            out += _encoded(k)
+            out += _encoded(v)
+        return
+    pairs = sorted((_encoded(k), _encoded(v)) for k, v in value.items())
+    out += b"d%d:" % len(pairs)
+    for k, v in pairs:
+        out += k
+        out += v
+
+
+def _encoded(value: Any) -> bytes:
+    """`encode` with the common dict keys and values (str, int) written directly."""
+    kind = type(value)
+    if kind is str:
+        raw = value.encode("utf-8")
+        return b"s%d:%b" % (len(raw), raw)
+    if kind is int:
+        return b"i%d;" % value
+    return encode(value)
+
+
+def _encode_other(value: Any, out: bytearray) -> None:
     if value is None:
         out += b"N"
     elif value is True:
@@ -65,10 +138,7 @@ def _encode_into(value: Any, out: bytearray) -> None:
         for item in value:
             _encode_into(item, out)
     elif isinstance(value, dict):
-        pairs = sorted((encode(k), encode(v)) for k, v in value.items())
-        out += b"d%d:" % len(pairs)
-        for k, v in pairs:
-            out += k + v
+        _encode_dict(value, out)
     elif isinstance(value, set | frozenset):
         items = sorted(encode(v) for v in value)
         out += b"e%d:" % len(items)

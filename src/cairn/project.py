@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from cairn.config import Settings, load_settings
 from cairn.core.asset import AssetDef
 from cairn.core.automation import Schedule, Sensor, check_automation
+from cairn.core.bulk import collector_paused
 from cairn.core.contracts import CheckDef
 from cairn.core.fingerprint import AST_FORMAT, Fingerprinter, Unresolved, ast_part, code_version
 from cairn.core.gates import GateDef, check_gates, gate_material
@@ -120,6 +121,11 @@ def _overlay(
 
 def load_project(project: str | os.PathLike[str] | Settings = ".") -> Project:
     """Read `cairn.toml`, import the project's modules and validate the asset graph."""
+    with collector_paused():
+        return _load_project(project)
+
+
+def _load_project(project: str | os.PathLike[str] | Settings) -> Project:
     settings = project if isinstance(project, Settings) else load_settings(project)
     modules = [_import(settings, name) for name in settings.modules]
     defs: list[AssetDef] = []

@@ -242,3 +242,43 @@ def test_an_output_under_contract_is_stored_as_without_one_and_checks_see_its_ow
     assert result.ok, result["events"].error
     plain = dump(made({"event_id": [1, 2, 3], "price": [1.0, 2.0, 3.0]}), MemoryArtifactStore())
     assert result["events"].data_version == plain.data_version
+
+
+INDEXED = """
+import pandas as pd
+from cairn import Contract, asset, col
+
+@asset(contract=Contract(columns={"v": col("float64", min=0)}, rows=(3, 3)))
+def keyed() -> pd.DataFrame:
+    return pd.DataFrame({"v": [0.5, 1.5, 2.5]}, index=pd.Index(["a", "b", "c"], name="key"))
+
+@asset(contract=Contract(columns={"key": col("string")}))
+def index_is_no_column() -> pd.DataFrame:
+    return pd.DataFrame({"v": [0.5]}, index=pd.Index(["a"], name="key"))
+"""
+
+
+def test_a_pandas_output_with_an_index_is_converted_once_and_its_contract_sees_only_its_columns(
+    make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    import cairn.quality.contracts as contracts
+
+    evaluated: list[str] = []
+    to_arrow = contracts.to_arrow
+
+    def already_arrow(value: object) -> object:
+        evaluated.append(type(value).__module__.split(".")[0])
+        return to_arrow(value)
+
+    monkeypatch.setattr(contracts, "to_arrow", already_arrow)
+    root = make_project(INDEXED)  # inline: the step jobs run in this process
+    result = cairn.materialize(project=root)
+    assert evaluated == ["pyarrow", "pyarrow"]  # the Arrow table written, not a second conversion
+    assert result["keyed"].status == "executed"
+    expected = pd.DataFrame({"v": [0.5, 1.5, 2.5]}, index=pd.Index(["a", "b", "c"], name="key"))
+    pd.testing.assert_frame_equal(cairn.load("keyed", project=root), expected)
+    assert result["index_is_no_column"].status == "failed"
+    assert "ContractViolation" in (result["index_is_no_column"].error or "")
+    assert "key" in (result["index_is_no_column"].error or "")

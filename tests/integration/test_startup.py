@@ -1,5 +1,6 @@
 """The start-up budget (DESIGN §5): `import cairn` loads the standard library and blake3 only; the CLI adds
-Typer/Click and Rich; `--help`, `plan` and a no-change rerun load no data libraries."""
+Typer/Click and Rich; `--help` imports no command module (it lists them from a table), `plan` and a no-change
+rerun load no data libraries."""
 
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
 
-def loaded_by(code: str, cwd: Path | None = None) -> set[str]:
+def modules_loaded_by(code: str, cwd: Path | None = None) -> set[str]:
+    """The full names of the modules that running `code` in a fresh interpreter imports."""
     out = subprocess.run(
         [sys.executable, "-c", PROBE.format(code=code)], capture_output=True, text=True, check=True, cwd=cwd
     )
-    return {name.split(".")[0] for name in json.loads(out.stdout.strip().splitlines()[-1])}
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def loaded_by(code: str, cwd: Path | None = None) -> set[str]:
+    return {name.split(".")[0] for name in modules_loaded_by(code, cwd)}
 
 
 def third_party(modules: set[str]) -> set[str]:
@@ -36,8 +42,7 @@ def test_import_cairn_loads_only_the_standard_library_and_blake3() -> None:
     assert third_party(loaded_by("import cairn")) <= {"blake3"}
 
 
-def test_cli_help_adds_only_typer_click_and_rich() -> None:
-    code = """
+HELP = """
 import sys
 sys.argv = ["cairn", "--help"]
 from cairn.cli.main import main
@@ -46,7 +51,10 @@ try:
 except SystemExit:
     pass
 """
-    extra = third_party(loaded_by(code))
+
+
+def test_cli_help_adds_only_typer_click_and_rich() -> None:
+    extra = third_party(loaded_by(HELP))
     assert extra <= {
         "blake3",
         "typer",
@@ -60,6 +68,71 @@ except SystemExit:
         "annotated_doc",
     }, extra
     assert not extra & set(HEAVY)
+
+
+def test_cli_help_imports_no_command_module_nor_what_the_commands_need() -> None:
+    """`cairn --help` lists the commands from cairn.cli.main's table: no command module, no Rich console, no
+    SQLite, no engine, stores, config or project loading."""
+    from cairn.cli.main import COMMANDS
+
+    loaded = modules_loaded_by(HELP)
+    command_modules = {f"cairn.cli.{module}" for _, module, _ in COMMANDS} | {"cairn.cli.common"}
+    assert not loaded & command_modules, sorted(loaded & command_modules)
+    needed_by_commands = (
+        "rich",
+        "sqlite3",
+        "_sqlite3",
+        "cairn.engine",
+        "cairn.storage",
+        "cairn.config",
+        "cairn.project",
+        "cairn.core",
+        "cairn.registry",
+        "cairn.security",
+        "blake3",
+        "tomllib",
+    )
+    imported = sorted(
+        m for m in loaded if m in needed_by_commands or m.startswith(tuple(f"{n}." for n in needed_by_commands))
+    )
+    assert not imported, imported
+
+
+def test_the_command_table_matches_what_the_command_modules_register() -> None:
+    """Each row's module registers that command, with that first sentence of help; no command is left out."""
+    from typer._click.utils import make_default_short_help
+
+    from cairn.cli.main import COMMANDS, registered
+
+    found = {}
+    for module in dict.fromkeys(module for _, module, _ in COMMANDS):
+        for name, command in registered(module).items():
+            found[name] = (module, make_default_short_help(command.help or "", 10**6))
+    assert {name: (module, summary) for name, module, summary in COMMANDS} == found
+
+
+def test_cli_help_lists_every_command_and_a_command_still_shows_its_own_help() -> None:
+    from cairn.cli.main import COMMANDS
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "cairn.cli.main", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split()[0] for line in listed.split("Commands:", 1)[1].splitlines() if line[:3].strip()]
+    assert rows == [name for name, _, _ in COMMANDS]
+    run_help = subprocess.run(
+        [sys.executable, "-m", "cairn.cli.main", "run", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--sweep" in run_help and " run [OPTIONS]" in run_help, run_help
+    group_help = subprocess.run(
+        [sys.executable, "-m", "cairn.cli.main", "models", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "promote" in group_help, group_help
+
+
+def test_a_mistyped_command_is_told_the_nearest_names() -> None:
+    done = subprocess.run([sys.executable, "-m", "cairn.cli.main", "rn"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "No such command 'rn'. Did you mean 'run', 'runs'?" in done.stderr, done.stderr
 
 
 TWO_ASSETS = """

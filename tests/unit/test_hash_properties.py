@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import pytest
@@ -196,3 +197,39 @@ def test_the_encoding_is_pinned_so_that_existing_cache_keys_stay_valid() -> None
 def test_values_without_a_canonical_form_are_refused(value: Any) -> None:
     with pytest.raises(TypeError, match="cannot hash a value of type"):
         hash_struct(value)
+
+
+class _Name(StrEnum):
+    A = "a"
+
+
+class _Count(IntEnum):
+    ONE = 1
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded", "digest"),
+    [
+        (
+            ["cairn.step/1", "n1", "", 3, {"k": 5, "b": [1.5, None]}, (True, False), [("x", "", "b3:0")], {}],
+            b"l8:s12:cairn.step/1s2:n1s0:i3;d2:s1:bl2:f0x1.8000000000000p+0;Ns1:ki5;l2:TFl1:l3:s1:xs0:s4:b3:0d0:",
+            "b3:e198f9f7a9e26918b7fdd3b28a80cbf9cc11bb774493ae40474797ff8d98c989",
+        ),
+        (
+            {_Name.A: _Count.ONE, "z": b"\x00", 2: frozenset({"p", 3})},
+            b"d3:i2;e2:i3;s1:ps1:ai1;s1:zb1:\x00",
+            "b3:741cb2f02fce17f00855b53e7c1b6e414e939208d1792d0ff9e8de6c0c287012",
+        ),
+        (
+            [float("nan"), -0.0, "é", (_Name.A, [_Count.ONE, True])],
+            b"l4:fnan;f-0x0.0p+0;s2:\xc3\xa9l2:s1:al2:i1;T",
+            "b3:88307dd7c4e88d51a4719300167d650b98717c26c1975a43a918a18ba0a2c880",
+        ),
+    ],
+)
+def test_the_encoding_is_pinned_byte_for_byte_for_exact_types_and_subclasses(
+    value: Any, encoded: bytes, digest: str
+) -> None:
+    """Stored cache keys stay valid: str/int subclasses (enums) and bools encode like their plain values."""
+    assert encode(value) == encoded
+    assert hash_struct(value) == digest

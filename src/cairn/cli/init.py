@@ -60,6 +60,10 @@ def summary(ctx: Context, measurements: list[float]) -> dict[str, float]:
 GITIGNORE = ".cairn/\n__pycache__/\n"
 
 
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+
+
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")] = Path("."),
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder name).")] = None,

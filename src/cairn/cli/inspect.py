@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from cairn.core.plan import Reason
     from cairn.core.records import Materialization
     from cairn.engine.api import AssetStatus
-    from cairn.engine.run import RunOptions
+    from cairn.engine.prepare import RunOptions
     from cairn.project import Project
 
 GRAPH_FORMATS = ("text", "mermaid", "dot")
@@ -117,7 +117,7 @@ def _options(
     span: tuple[str, str] | None = None,
     snapshot: str | None = None,
 ) -> RunOptions:
-    from cairn.engine.run import RunOptions
+    from cairn.engine.prepare import RunOptions
 
     return RunOptions(
         selection=tuple(selection or ()),
@@ -143,28 +143,31 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """What a run would do, step by step, each with its reason; runs nothing."""
+    from cairn.core.bulk import keeping_what_is_built
     from cairn.engine.api import open_stores, preview
 
     span = partition_range(partition, first, last)
     options = _options(selection, sets, profile, force, partition, span, snapshot)
-    proj = _load(project)
-    with open_stores(proj.settings) as stores:
-        _, result = preview(proj, options, stores)
-    steps = [
-        {
-            "asset": d.step.asset,
-            "partition": d.step.partition or None,
-            "action": d.action,
-            "reason": str(d.reason),
-            "cache_key": d.cache_key,
-        }
-        for d in result.steps
-    ]
+    with keeping_what_is_built():
+        proj = _load(project)
+        with open_stores(proj.settings) as stores:
+            _, result = preview(proj, options, stores)
+    to_run = len(result.to_run)
     if as_json:
-        print_json({"steps": steps, "to_run": len(result.to_run)})
+        steps = [
+            {
+                "asset": d.step.asset,
+                "partition": d.step.partition or None,
+                "action": d.action,
+                "reason": str(d.reason),
+                "cache_key": d.cache_key,
+            }
+            for d in result.steps
+        ]
+        print_json({"steps": steps, "to_run": to_run})
         return
     print_rows(["step", "action", "reason"], [[str(d.step), d.action, str(d.reason)] for d in result.steps])
-    typer.echo(f"{len(result.to_run)} to run, {len(result.steps) - len(result.to_run)} cached")
+    typer.echo(f"{to_run} to run, {len(result.steps) - to_run} cached")
 
 
 def status(
@@ -173,12 +176,14 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Every asset: last materialization, fresh or stale, and why."""
+    from cairn.core.bulk import keeping_what_is_built
     from cairn.engine.api import open_stores
     from cairn.engine.api import status as asset_status
 
-    proj = _load(project)
-    with open_stores(proj.settings) as stores:
-        rows = asset_status(proj, stores, _options(selection, None, None))
+    with keeping_what_is_built():
+        proj = _load(project)
+        with open_stores(proj.settings) as stores:
+            rows = asset_status(proj, stores, _options(selection, None, None))
     if as_json:
         print_json(
             [

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -31,7 +34,7 @@ from cairn.cli.common import (
     table,
 )
 from cairn.core.keys import step_label
-from cairn.errors import UsageError
+from cairn.errors import ConnectionLost, UsageError
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -133,6 +136,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Materialize a selection: run what is stale, reuse what is cached; with --sweep, a grid of tracked trials."""
+    from cairn.core.bulk import keeping_what_is_built
     from cairn.engine.api import execute
     from cairn.engine.run import RunOptions
     from cairn.project import load_project
@@ -164,12 +168,13 @@ def run(
         return
     if metric is not None or report is not None or lower:
         raise UsageError("--metric, --report and --lower-is-better rank the trials of a sweep: add --sweep a.p=v1,v2")
-    proj = load_project(project)
 
     def run_with(on_event: EventSink) -> RunResult:
         return execute(proj, options, on_event if events is None else _tee(on_event, events))
 
-    result, elapsed = execute_with_progress(run_with, as_json or events is not None, resume)
+    with keeping_what_is_built():  # one run, then the process ends
+        proj = load_project(project)
+        result, elapsed = execute_with_progress(run_with, as_json or events is not None, resume)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -254,22 +259,56 @@ def exit_for(result: RunResult, again: str) -> None:
         raise typer.Exit(1)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, a scheduler), raised in the main thread: the same clean stop as Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` while a run executes, so that the engine records it cancelled, releases its
+    leases and stops its workers, instead of dying with the run left ``running`` until it is found stale."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def execute_with_progress(execute: Callable[[EventSink], Result], quiet: bool, resume: str) -> tuple[Result, float]:
-    """Call ``execute(on_event)`` with a live progress line on a terminal; on Ctrl-C print how to resume, exit 130."""
+    """Call ``execute(on_event)`` with a live progress line on a terminal; on Ctrl-C print how to resume and exit
+    130, on SIGTERM exit 143."""
     progress = Progress()
     try:
-        if not quiet and sys.stdout.isatty():
-            from rich.live import Live
-
-            with Live(progress.render(), console=console(), refresh_per_second=8, transient=True) as live:
-                progress.live = live
-                result = execute(progress)
-        else:
-            result = execute(progress)
+        with _stop_on_sigterm():
+            return _execute(execute, progress, quiet), time.monotonic() - progress.started
+    except Terminated:
+        err_console().print(f"[yellow]terminated (SIGTERM)[/]; resume with: {escape(resume)}")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         err_console().print(f"[yellow]interrupted[/]; resume with: {escape(resume)}")
         raise typer.Exit(130) from None
-    return result, time.monotonic() - progress.started
+    except ConnectionLost as exc:
+        err_console().print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        err_console().print(f"resume with: {escape(resume)}")
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _execute(execute: Callable[[EventSink], Result], progress: Progress, quiet: bool) -> Result:
+    """Call ``execute(on_event)``, with a live progress line on a terminal."""
+    if not quiet and sys.stdout.isatty():
+        from rich.live import Live
+
+        with Live(progress.render(), console=console(), refresh_per_second=8, transient=True) as live:
+            progress.live = live
+            return execute(progress)
+    return execute(progress)
 
 
 def _resume(project: str, options: RunOptions, sets: list[str] | None) -> str:

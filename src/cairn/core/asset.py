@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,7 +26,7 @@ from cairn.core.partitions import (
 )
 from cairn.core.retry import Retry
 from cairn.errors import DefinitionError
-from cairn.hashing import hash_struct
+from cairn.hashing import check_hashable
 
 if TYPE_CHECKING:
     from cairn.core.gates import GateDef  # gates.py builds on this module
@@ -106,6 +108,11 @@ class AssetDef:
         return self.fn(*args, **kwargs)
 
 
+_NO_RESOURCES = Resources()  # immutable: every asset without resources= shares it
+_UNOBSERVED = {"owners": (), "on_failure": None, "on_violation": None}  # what `_observed` gives for no options
+_ALWAYS_FRESH = {"max_age": None, "on_stale": "materialize"}  # ... and `freshness_options` for no policy
+
+
 @overload
 def asset(fn: Callable[..., Any], /) -> AssetDef: ...
 
@@ -176,32 +183,43 @@ def asset(
     def build(func: Callable[..., Any]) -> AssetDef:
         # An explicit name="" is refused by validate_name, not replaced by the function's name.
         asset_name: str = name if name is not None else str(getattr(func, "__name__", ""))
-        signature = _signature(asset_name, func)
+        shape, context_param = _shape(asset_name, func)
         where = _location(func)
         validate_name(asset_name)
         return AssetDef(
             name=asset_name,
             fn=func,
-            inputs=_inputs(asset_name, signature, ins or {}),
-            context_param=_context_param(signature),
+            inputs=_inputs(asset_name, shape, ins or {}),
+            context_param=context_param,
             params=_checked_params(asset_name, params or {}),
-            partitions=_checked_partitions(asset_name, partitions),
-            retry=_checked(asset_name, "retry", retry, Retry),
-            timeout=_checked_timeout(asset_name, timeout),
-            resources=_checked(asset_name, "resources", resources, Resources) or Resources(),
+            # Options left at their defaults need no checks (a loop may define thousands of assets).
+            partitions=_checked_partitions(asset_name, partitions) if partitions is not None else None,
+            retry=_checked(asset_name, "retry", retry, Retry) if retry is not None else None,
+            timeout=_checked_timeout(asset_name, timeout) if timeout is not None else None,
+            resources=_checked(asset_name, "resources", resources, Resources) or _NO_RESOURCES,
             pool=validate_name(pool, "pool") if pool is not None else None,
-            uses=tuple(validate_name(u, "external system") for u in _strings(asset_name, "uses", uses)),
-            tags=_checked_tags(asset_name, tags or {}),
+            uses=tuple(validate_name(u, "external system") for u in _strings(asset_name, "uses", uses))
+            if uses != ()
+            else (),
+            tags=_checked_tags(asset_name, tags) if tags else {},
             code_version=code_version,
-            env=tuple(_strings(asset_name, "env", env)),
+            env=tuple(_strings(asset_name, "env", env)) if env != () else (),
             cache=bool(cache),
             io=io,
             kind=_checked_kind(asset_name, kind),
-            contract=_checked_contract(asset_name, contract),
-            requires=_checked_requires(asset_name, requires or {}),
-            **freshness_options(asset_name, max_age, on_stale),
+            contract=_checked_contract(asset_name, contract) if contract is not None else None,
+            requires=_checked_requires(asset_name, requires) if requires else {},
+            **(
+                freshness_options(asset_name, max_age, on_stale)
+                if max_age is not None or on_stale != "materialize"
+                else _ALWAYS_FRESH
+            ),
             location=where,
-            **_observed(asset_name, owners, on_failure, on_violation),
+            **(
+                _observed(asset_name, owners, on_failure, on_violation)
+                if owners != () or on_failure or on_violation
+                else _UNOBSERVED
+            ),
         )
 
     if fn is not None:
@@ -286,33 +304,56 @@ def _is_context(param: inspect.Parameter) -> bool:
     return annotation.rsplit(".", 1)[-1] == "Context" or (param.name in CONTEXT_NAMES and not annotation)
 
 
-def _signature(asset_name: str, func: Callable[..., Any]) -> inspect.Signature:
+@dataclass(frozen=True, slots=True)
+class _Param:
+    """What `asset` needs of one parameter of a function."""
+
+    name: str
+    annotation: str
+    context: bool
+    variadic: bool
+
+
+# One function often defines thousands of assets (``asset(name=..., params=...)(fn)`` in a loop): its
+# signature is read once. Weak keys: a reloaded project's old functions are dropped with it.
+_Shape = tuple[tuple[_Param, ...], str | None]  # the parameters, and which one takes the context
+_shapes: weakref.WeakKeyDictionary[Callable[..., Any], _Shape] = weakref.WeakKeyDictionary()
+
+
+def _shape(asset_name: str, func: Callable[..., Any]) -> _Shape:
     try:
-        return inspect.signature(func)
+        found = _shapes.get(func)
+    except TypeError:  # not hashable or not weakly referenceable: read it every time
+        found = None
+    if found is not None:
+        return found
+    try:
+        signature = inspect.signature(func)
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"asset '{asset_name}': cannot read the function's signature ({exc})") from exc
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    params = tuple(
+        _Param(p.name, _annotation_name(p.annotation), _is_context(p), p.kind in variadic)
+        for p in signature.parameters.values()
+    )
+    found = params, next((p.name for p in params if p.context), None)
+    with contextlib.suppress(TypeError):
+        _shapes[func] = found
+    return found
 
 
-def _context_param(signature: inspect.Signature) -> str | None:
-    for param in signature.parameters.values():
-        if _is_context(param):
-            return param.name
-    return None
-
-
-def _inputs(asset_name: str, signature: inspect.Signature, ins: Mapping[str, str | InputMapping]) -> tuple[Input, ...]:
+def _inputs(asset_name: str, shape: tuple[_Param, ...], ins: Mapping[str, str | InputMapping]) -> tuple[Input, ...]:
     inputs = []
-    names = set(signature.parameters)
-    for param in signature.parameters.values():
-        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+    for param in shape:
+        if param.variadic:
             raise DefinitionError(
                 f"asset '{asset_name}': *args/**kwargs parameter '{param.name}' cannot name an input; "
                 "list each input as its own parameter"
             )
-        if _is_context(param):
+        if param.context:
             continue
         upstream = ins.get(param.name, param.name)
-        annotation = _annotation_name(param.annotation)
+        annotation = param.annotation
         if isinstance(upstream, str):
             inputs.append(Input(param.name, upstream, annotation))
         elif isinstance(upstream, Window):
@@ -328,7 +369,8 @@ def _inputs(asset_name: str, signature: inspect.Signature, ins: Mapping[str, str
                 f"asset '{asset_name}': ins['{param.name}'] must be an asset name or a mapping "
                 f"(Window, TimeWindow, AllPartitions, Latest), got {upstream!r}"
             )
-    unknown = sorted(set(ins) - names)
+    names = {p.name for p in shape}
+    unknown = sorted(set(ins) - names) if ins else []
     if unknown:
         raise DefinitionError(
             f"asset '{asset_name}': ins= maps {unknown} but the function has no such parameter "
@@ -374,7 +416,7 @@ def _checked_params(asset_name: str, params: Mapping[str, Any]) -> dict[str, Any
     if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
         raise DefinitionError(f"asset '{asset_name}': params= must be a dict with string keys, got {params!r}")
     try:
-        hash_struct(dict(params))
+        check_hashable(dict(params))
     except TypeError as exc:
         raise DefinitionError(
             f"asset '{asset_name}': params must be plain values (numbers, strings, booleans, lists, dicts): {exc}"

@@ -151,18 +151,25 @@ def key_of(spec: StepSpec, inputs: Sequence[InputRef]) -> str:
     return cache_key(spec.step, spec.code_version, spec.params, spec.seed, refs, spec.env)
 
 
+# Reasons without specifics, shared by every step they decide (they are immutable).
+_FORCED = Reason(ReasonCode.FORCED)
+_CACHE_DISABLED = Reason(ReasonCode.CACHE_DISABLED)
+_CACHED = Reason(ReasonCode.CACHED)
+_SOURCE_UNCHANGED = Reason(ReasonCode.SOURCE_UNCHANGED)
+
+
 def decide(spec: StepSpec, inputs: Sequence[InputRef], history: History, force: bool = False) -> Decision:
     """Decide one step whose inputs' data versions are known."""
     key = key_of(spec, inputs)
     ins = tuple(inputs)
     if force:
-        return Decision(spec.step, RUN, Reason(ReasonCode.FORCED), key, None, ins)
+        return Decision(spec.step, RUN, _FORCED, key, None, ins)
     if not spec.cache:
-        return Decision(spec.step, RUN, Reason(ReasonCode.CACHE_DISABLED), key, None, ins)
+        return Decision(spec.step, RUN, _CACHE_DISABLED, key, None, ins)
     hit = history.cached(spec.step, key)
     if hit is not None:
-        code = ReasonCode.SOURCE_UNCHANGED if spec.source_version is not None else ReasonCode.CACHED
-        return Decision(spec.step, CACHED_ACTION, Reason(code), key, hit, ins)
+        reason = _SOURCE_UNCHANGED if spec.source_version is not None else _CACHED
+        return Decision(spec.step, CACHED_ACTION, reason, key, hit, ins)
     return Decision(spec.step, RUN, explain(spec, key, ins, history), key, None, ins)
 
 
@@ -373,7 +380,11 @@ def critical_path(
     """Longest remaining chain from each step to the end, weighted by past durations per asset."""
     length: dict[StepId, float] = {}
     for step in reversed(steps):
-        tail = max((length[d] for d in downstream_of.get(step, ()) if d in length), default=0.0)
+        tail = 0.0  # durations are never negative
+        for d in downstream_of.get(step, ()):
+            after = length.get(d)
+            if after is not None and after > tail:
+                tail = after
         length[step] = durations.get(step.asset, default) + tail
     return length
 

@@ -165,30 +165,40 @@ def expand(
     for name, keys in targets:
         needed.setdefault(name, set()).update(keys)
     for name in reversed(graph.order):
-        if name not in needed:
+        consumer_keys = needed.get(name)
+        if consumer_keys is None:
             continue
         asset = graph.assets[name]
         for inp in asset.inputs:
             wanted = needed.setdefault(inp.asset, set())
-            for key in needed[name]:
+            if graph.assets[inp.asset].partitions is None:
+                wanted.add("")  # what `upstream_keys` returns for it, whatever the mapping and key
+                continue
+            for key in consumer_keys:
                 wanted.update(mapper.upstream_keys(inp, key, asset))
     order: list[StepId] = []
     inputs: dict[StepId, list[StepInput]] = {}
+    whole: dict[str, tuple[StepId]] = {}  # the one step of each unpartitioned asset, built once
     for name in graph.order:
-        if name not in needed:
+        found = needed.get(name)
+        if found is None:
             continue
         asset = graph.assets[name]
-        position = mapper.position(asset) if asset.partitions is not None else {}
-        for key in sorted(needed[name], key=lambda k: (position.get(k, -1), k)):
-            step = StepId(name, key)
+        step_keys: Iterable[str] = found
+        if asset.partitions is not None:
+            position = mapper.position(asset)
+            step_keys = sorted(found, key=lambda k: (position.get(k, -1), k))
+        for key in step_keys:
+            step = (whole.get(name) or whole.setdefault(name, (StepId(name, ""),)))[0] if not key else StepId(name, key)
             order.append(step)
-            inputs[step] = [
-                StepInput(
-                    inp.param,
-                    tuple(StepId(inp.asset, k) for k in mapper.upstream_keys(inp, key, asset)),
-                    reads_dict(inp, graph.assets[inp.asset], asset),
-                    inp.annotation,
-                )
-                for inp in asset.inputs
-            ]
+            row = []
+            for inp in asset.inputs:
+                producer = graph.assets[inp.asset]
+                ups: tuple[StepId, ...]
+                if producer.partitions is None:  # every mapping reads its one step
+                    ups = whole.get(inp.asset) or whole.setdefault(inp.asset, (StepId(inp.asset, ""),))
+                else:
+                    ups = tuple(StepId(inp.asset, k) for k in mapper.upstream_keys(inp, key, asset))
+                row.append(StepInput(inp.param, ups, reads_dict(inp, producer, asset), inp.annotation))
+            inputs[step] = row
     return order, inputs

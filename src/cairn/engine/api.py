@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn.config import Settings, load_settings
 from cairn.core.keys import StepId, validate_name, validate_partition
@@ -16,13 +16,15 @@ from cairn.core.plan import CACHED_ACTION, Decision, Plan
 from cairn.core.records import Materialization
 from cairn.engine.history import StoreHistory
 from cairn.engine.prepare import RunOptions, StepTable, prepare
-from cairn.engine.run import Engine, EventSink, RunResult
 from cairn.errors import UsageError, did_you_mean
 from cairn.executors.base import Executor
 from cairn.project import Project, load_project
 from cairn.storage.base import ArtifactStore
 from cairn.storage.factory import open_artifacts
 from cairn.storage.metadata import MetadataStore, open_metadata
+
+if TYPE_CHECKING:  # the engine is imported by the runs: `plan`, `status` and `why` do not need it
+    from cairn.engine.run import EventSink, RunResult
 
 ProjectArg = str | os.PathLike[str] | Settings | Project
 
@@ -115,6 +117,8 @@ def execute(
     alerts get a first try): see `cairn.observability.incidents`. That never changes the result.
     """
     with open_stores(project.settings) as stores:
+        from cairn.engine.run import Engine
+
         result = Engine(project, stores.meta, stores.artifacts, options, on_event, executor).run()
         from cairn.observability.incidents import observe_run
 
@@ -182,11 +186,11 @@ class AssetStatus:
 
 def status(project: Project, stores: Stores, options: RunOptions | None = None) -> list[AssetStatus]:
     """Every selected asset partition: fresh, stale or missing, with the reason and latest result."""
-    _, result = preview(project, options or RunOptions(), stores)
-    latest = stores.meta.latest_materializations()
+    history = StoreHistory(stores.meta, stores.artifacts)  # read once: it holds the latest materializations
+    table = prepare(project, options or RunOptions(), stores.meta, history, datetime.now(UTC))
     out = []
-    for decision in result.steps:
-        mat = latest.get((decision.step.asset, decision.step.partition))
+    for decision in table.plan(history).steps:
+        mat = history.previous(decision.step)
         out.append(AssetStatus(decision.step, _state(decision, mat), str(decision.reason), mat))
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from cairn.core.bulk import collector_paused
 from cairn.core.keys import StepId
 from cairn.core.records import Materialization
 from cairn.storage.base import ArtifactStore
@@ -29,8 +30,9 @@ class StoreHistory:
     def __init__(self, meta: HistoryReads, artifacts: ArtifactStore) -> None:
         self._meta = meta
         self._artifacts = artifacts
-        self._latest = meta.latest_materializations()
-        self._failed = meta.failed_cache_keys()
+        with collector_paused():  # one record per asset partition: 20,000 of them for 20,000 assets
+            self._latest = meta.latest_materializations()
+            self._failed = meta.failed_cache_keys()
 
     def cached(self, step: StepId, cache_key: str) -> Materialization | None:
         mat = self._latest.get((step.asset, step.partition))
@@ -41,6 +43,11 @@ class StoreHistory:
     def present(self, mat: Materialization) -> bool:
         """Whether a materialization's object is stored with its recorded size (its hash is checked on read)."""
         return self._artifacts.size(mat.data_version) == mat.size
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing at all was materialized yet (every step of a run will execute)."""
+        return not self._latest
 
     def previous(self, step: StepId) -> Materialization | None:
         return self._latest.get((step.asset, step.partition))

@@ -10,6 +10,7 @@ from cairn.errors import CairnError
 
 # Kept importable from here; the format belongs to the reading of stored values.
 from cairn.io.reading import SOURCE_FORMAT as SOURCE_FORMAT
+from cairn.storage.artifacts import PendingObject
 
 OK = "ok"
 FAILED = "failed"
@@ -69,6 +70,9 @@ class StepJob:
     timeout: float | None = None
     drift: tuple[DriftBaseline, ...] = ()  # one per drift check of the asset
     champion: ChampionRef | None = None  # for a model asset with gates: what `no_regression` compares with
+    # Leave the output in the store's tmp/ for the engine to publish with the others that finish together
+    # (`cairn.storage.artifacts.deferred_publishing`); only where the engine shares the worker's file system.
+    defer_publish: bool = False
     # The artifact store's fsspec storage options (endpoint, credentials): left out of repr, they may hold secrets.
     artifacts_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -93,3 +97,5 @@ class StepOutcome:
     # Where a successful attempt's time went: inputs_s (loading), function_s (the asset function),
     # checks_s (contract and checks), output_s (serializing and storing).
     timings: dict[str, float] = field(default_factory=dict)
+    # With `StepJob.defer_publish`: the objects written, still to be made durable and published by the engine.
+    objects: tuple[PendingObject, ...] = ()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cairn.core.asset import AssetDef
+from cairn.core.bulk import collector_paused
 from cairn.core.keys import StepId, derive_seed
 from cairn.core.partitions import check_key, key_range
 from cairn.core.plan import SOURCE_MISSING, Decision, History, Plan, StepSpec, critical_path, plan, precheck
@@ -104,13 +105,15 @@ class StepTable:
 
     def plan(self, history: History) -> Plan:
         """What a run would do now, step by step, each with its reason (as the run itself decides)."""
-        prechecked = {s: p.precheck for s in self.order if (p := self.steps[s]).precheck is not None}
-        return plan(self.order, self.specs(), self.inputs_of(), history, self.forced(), prechecked)
+        with collector_paused():
+            prechecked = {s: p.precheck for s in self.order if (p := self.steps[s]).precheck is not None}
+            return plan(self.order, self.specs(), self.inputs_of(), history, self.forced(), prechecked)
 
 
 def prepare(project: Project, options: RunOptions, meta: PrepareReads, objects: Presence, now: datetime) -> StepTable:
     """Resolve the selection of `options` into the step table; observe source files (cached by stat)."""
-    return _Builder(project, options, now).build(meta, objects)
+    with collector_paused():
+        return _Builder(project, options, now).build(meta, objects)
 
 
 class _Builder:
@@ -122,7 +125,9 @@ class _Builder:
         self.observer = SourceObserver(self.settings.state_dir)
         self.all_keys: dict[str, list[str]] = {}
         self.observed: dict[str, str | None] = {}  # source path -> data version (None: no file)
-        self.code: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
+        # Code versions by what determines them (one function often defines thousands of assets)
+        self.code: dict[tuple[Any, ...], tuple[str, dict[str, str], dict[str, str]]] = {}
+        self.code_of: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}  # the same, by asset
 
     def build(self, meta: PrepareReads, objects: Presence) -> StepTable:
         graph = self.project.graph
@@ -136,29 +141,39 @@ class _Builder:
         children: dict[StepId, list[StepId]] = {step: [] for step in order}
         upstream: dict[StepId, tuple[StepId, ...]] = {}
         for step in order:
-            upstream[step] = tuple(dict.fromkeys(up for inp in inputs[step] for up in inp.steps))
-            for up in upstream[step]:
+            ins = inputs[step]
+            # one input reads each of its steps once; several may read the same step
+            ups = ins[0].steps if len(ins) == 1 else tuple(dict.fromkeys(up for inp in ins for up in inp.steps))
+            upstream[step] = ups
+            for up in ups:
                 children[up].append(step)
         steps = {}
+        pools, snapshot = self.settings.pools, self.options.snapshot
         for step in order:
             asset = graph.assets[step.asset]
-            _check_pool(asset, self.settings.pools)
+            if asset.pool:
+                _check_pool(asset, pools)
             source_path = self.source_path(asset, step.partition) if asset.is_source else None
             spec = self.spec(asset, step, params[step.asset], source_path)
-            mat = pinned.get((step.asset, step.partition))
+            mat = pinned.get((step.asset, step.partition)) if pinned else None
             if mat is not None and (step.asset in targets or not objects.present(mat)):
                 mat = None
-            empty = next((u.param for u in inputs[step] if not u.steps and not u.as_dict), None)
+            ins = inputs[step]
+            empty = None
+            for u in ins:
+                if not u.steps and not u.as_dict:
+                    empty = u.param
+                    break
             steps[step] = PreparedStep(
                 step,
                 asset,
                 spec,
-                tuple(inputs[step]),
+                tuple(ins),
                 upstream[step],
                 tuple(children[step]),
                 step in forced,
                 source_path,
-                precheck(spec, source_path, empty, mat, self.options.snapshot),
+                precheck(spec, source_path, empty, mat, snapshot),
             )
         for name in {step.asset for step in order}:
             if any(check.drift is not None for check in graph.assets[name].checks):
@@ -209,9 +224,21 @@ class _Builder:
         if source_path is not None:
             version = self.observe(asset, step.partition)
             return StepSpec(step, code_version="", source_version=version or SOURCE_MISSING)
-        code = self.code.get(asset.name)
+        code = self.code_of.get(asset.name)
         if code is None:
-            code = self.code[asset.name] = (*self.project.code(asset), installed_versions(asset.env))
+            # The graph holds every asset while the table is built, so these ids stay theirs.
+            same_code = (
+                id(asset.fn),
+                asset.code_version,
+                id(asset.contract),
+                tuple(map(id, asset.checks)),
+                tuple(map(id, asset.gates)),
+                asset.env,
+            )
+            code = self.code.get(same_code)
+            if code is None:
+                code = self.code[same_code] = (*self.project.code(asset), installed_versions(asset.env))
+            self.code_of[asset.name] = code
         code_version, parts, env = code
         return StepSpec(
             step,

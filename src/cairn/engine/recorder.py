@@ -3,6 +3,10 @@
     start ─▶ claim (attempt + lease, one call) ─▶ commit (fenced) | end_attempt ─▶ ... ─▶ finish
                  step records are batched and written with each heartbeat and at the end
 
+    commit of a group (the results that finished together):
+        publish every object (one fsync each, one per shard folder) ─▶ one transaction, each row fenced
+        (the engine publishes a group on a thread of its own while it goes on dispatching, then records it)
+
 The heartbeat keeps the run alive for other engines: the run row, the leases of running attempts and the
 pool slots they hold are pushed forward together.
 """
@@ -12,12 +16,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from cairn.core import records as R
 from cairn.core.graph import Graph
 from cairn.core.keys import StepId
+from cairn.errors import StoreError
+from cairn.storage.artifacts import PendingObject
 from cairn.storage.attempts import Claim
 
 
@@ -51,11 +57,32 @@ class RunWrites(Protocol):
         self, mat: R.Materialization, step: R.StepRecord, lease: tuple[str, int] | None, model_author: str | None = None
     ) -> int: ...
 
+    def commit_materializations(
+        self, commits: Sequence[tuple[R.Materialization, R.StepRecord, tuple[str, int] | None, str | None]]
+    ) -> list[int | None]: ...
+
     def renew_leases(self, leases: Sequence[tuple[str, int]], ttl_s: float) -> list[str]: ...
 
     def upsert_steps(self, steps: Sequence[R.StepRecord]) -> None: ...
 
     def add_logs(self, records: Sequence[R.LogRecord]) -> None: ...
+
+
+class Publisher(Protocol):
+    """What makes objects that step jobs left unpublished durable under their names (a local store)."""
+
+    def publish(self, objects: Sequence[PendingObject]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One result to record: its materialization, its step record, the lease that fences it, and the objects
+    its step job left for the engine to publish."""
+
+    mat: R.Materialization
+    record: R.StepRecord
+    lease: tuple[str, int]
+    objects: tuple[PendingObject, ...] = ()
 
 
 def model_assets(graph: Graph) -> frozenset[str]:
@@ -79,8 +106,10 @@ class Recorder:
         lease_ttl_s: float,
         author: str = "",
         models: frozenset[str] = frozenset(),
+        objects: Publisher | None = None,
     ) -> None:
         self._meta = meta
+        self._objects = objects
         self.run_id = run_id
         self.owner = owner
         self._ttl_s = lease_ttl_s
@@ -113,15 +142,47 @@ class Recorder:
         author = self.author if mat.asset in self._models else None
         self._meta.commit_materialization(mat, record, lease, author)
 
+    def commit_group(self, commits: Sequence[Commit], logs: Sequence[R.LogRecord] = ()) -> list[bool]:
+        """Record results that finished together: `publish` their objects, then `record_group` them."""
+        self.publish(commits)
+        return self.record_group(commits, logs)
+
+    def publish(self, commits: Sequence[Commit]) -> None:
+        """Make the objects of results durable under their names, all at once (`LocalArtifactStore.publish`).
+        Touches only files, never the database, so the engine may run it on a thread of its own.
+
+        Raises:
+            OSError: an object could not be made durable; none of these results may be recorded.
+        """
+        objects = [obj for commit in commits for obj in commit.objects]
+        if objects:
+            if self._objects is None:
+                raise StoreError("step jobs left objects to publish, but this run has no local store to publish them")
+            self._objects.publish(objects)
+
+    def record_group(self, commits: Sequence[Commit], logs: Sequence[R.LogRecord] = ()) -> list[bool]:
+        """Write the logs, then commit every row in one transaction, each fenced by its own lease; called only
+        once the results' objects are published, so that a row is only ever written after its object is durable.
+
+        Returns:
+            For each commit in order, whether it was recorded (False: another engine took its lease over,
+            and nothing of it was written).
+        """
+        if logs:
+            self._meta.add_logs(logs)
+        rows = [(c.mat, c.record, c.lease, self.author if c.mat.asset in self._models else None) for c in commits]
+        return [mat_id is not None for mat_id in self._meta.commit_materializations(rows)]
+
     def step(self, record: R.StepRecord) -> None:
         """Queue a step record; written with the next heartbeat or at the end of the run."""
         self._pending.append(record)
 
     def logs(self, step: StepId, attempt: int, lines: Sequence[tuple[float, str, str]]) -> None:
         if lines:
-            self._meta.add_logs(
-                [R.LogRecord(self.run_id, step.asset, step.partition, attempt, *line) for line in lines]
-            )
+            self._meta.add_logs(self.log_records(step, attempt, lines))
+
+    def log_records(self, step: StepId, attempt: int, lines: Sequence[tuple[float, str, str]]) -> list[R.LogRecord]:
+        return [R.LogRecord(self.run_id, step.asset, step.partition, attempt, *line) for line in lines]
 
     def heartbeat(self, leases: Sequence[tuple[str, int]], renew_slots: Callable[[], None]) -> None:
         """Keep the run, the leases of its running attempts and their pool slots alive; write queued records."""
@@ -137,8 +198,12 @@ class Recorder:
             self._pending = []
 
     def finish(self, status: str) -> None:
-        self.flush()
-        self._meta.finish_run(self.run_id, status)
+        """Write the queued step records, then the run's final status: that even when the records could not be
+        written (a full disk), so that a run whose engine is gone is never left ``running``."""
+        try:
+            self.flush()
+        finally:
+            self._meta.finish_run(self.run_id, status)
 
     def reap(self, run_id: str, owner: str) -> None:
         """Abandon a run whose engine was a process of this host that is gone: its leases and slots free at once."""

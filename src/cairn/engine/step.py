@@ -6,6 +6,7 @@ It never writes metadata: it returns a `StepOutcome` and the engine decides what
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io as stdio
 import json
@@ -27,10 +28,19 @@ from cairn.core.partitions import context_window
 from cairn.core.records import StoredValue
 from cairn.engine.context import Checkpoint, Context, checkpoint_path
 from cairn.engine.jobs import BAD_INPUT, FAILED, OK, TIMEOUT, DriftBaseline, InputSpec, StepJob, StepOutcome
-from cairn.errors import CairnError, CheckFailed, ContractViolation, NonRetryable, StepFailed, StepTimeout
+from cairn.errors import (
+    CairnError,
+    CheckFailed,
+    ContractViolation,
+    NonRetryable,
+    StepFailed,
+    StepTimeout,
+    StoreError,
+)
 from cairn.executors.base import job_started
 from cairn.executors.shipping import project_root
 from cairn.io.reading import SOURCE_FORMAT, BadInput, load_inputs, load_stored
+from cairn.storage.artifacts import deferred_publishing, discard
 
 # The CPU seconds of the attempt, recorded with its materialization (what `cairn slo` and /metrics cost).
 CPU_METADATA = "cairn.cpu_s"
@@ -46,7 +56,22 @@ def register_graph(project_dir: str, graph: Graph) -> None:
 
 
 def run_step(job: StepJob) -> StepOutcome:
-    """Run one attempt of one step and store its output. Never raises for errors of user code."""
+    """Run one attempt of one step and store its output. Never raises for errors of user code.
+
+    With `StepJob.defer_publish` the objects stay unpublished and come back in `StepOutcome.objects`; those of
+    an attempt that failed are removed.
+    """
+    if not job.defer_publish:
+        return _attempt(job)
+    with deferred_publishing() as unpublished:
+        outcome = _attempt(job)
+    if outcome.status != OK:
+        discard(unpublished.objects)
+        return outcome
+    return replace(outcome, objects=tuple(unpublished.objects))
+
+
+def _attempt(job: StepJob) -> StepOutcome:
     started = time.perf_counter()
     cpu_clock = _cpu_clock()
     cpu_started = cpu_clock()
@@ -128,16 +153,13 @@ def run_step(job: StepJob) -> StepOutcome:
 
 def _shared_arrow(asset: AssetDef, value: Any) -> Any:
     """The output as the Arrow table its Parquet write will hold, when its contract needs Arrow too: converted
-    once for both. A pandas frame qualifies only with a RangeIndex (kept as metadata, not as a column, so the
-    contract sees exactly the frame's columns)."""
+    once for both (the contract sees the frame's own columns, without a pandas index: `frame_columns`)."""
     if not isinstance(asset.contract, Contract) or asset.io not in (None, "parquet"):
         return None
     from cairn.io.parquet import parquet_table, table_kind
 
     kind = table_kind(value)
-    if kind == "polars" or (kind == "pandas" and type(value.index).__name__ == "RangeIndex"):
-        return parquet_table(value, kind)
-    return None
+    return parquet_table(value, kind) if kind in ("polars", "pandas") else None
 
 
 def _validate(
@@ -152,10 +174,11 @@ def _validate(
     output, before anything is published; a drift check reads the reference objects the engine resolved."""
     results: list[RuleResult] = []
     if asset.contract is not None:
+        from cairn.io.parquet import frame_columns
         from cairn.quality.contracts import evaluate_any
 
         window = ctx.partition_window if ctx is not None else None
-        results.extend(evaluate_any(asset.contract, value if arrow is None else arrow, window))
+        results.extend(evaluate_any(asset.contract, value if arrow is None else frame_columns(arrow), window))
     if asset.checks:
         from cairn.quality.checks import run_check
 
@@ -389,14 +412,27 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{where}".rstrip()
 
 
+# What a disk says when it cannot take the output: full, over quota, failing, read-only, file too large.
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+
+
 def _dump(value: Any, store: Any, asset: AssetDef, arrow: Any = None) -> StoredValue:
-    if arrow is not None:
-        from cairn.io.parquet import dump_arrow, table_kind
+    """Serialize and store the output; a disk that refuses it is a `StoreError` (the store's, not user code's)."""
+    try:
+        if arrow is not None:
+            from cairn.io.parquet import dump_arrow, table_kind
 
-        return dump_arrow(arrow, table_kind(value) or "arrow", store)
-    from cairn.io import dump
+            return dump_arrow(arrow, table_kind(value) or "arrow", store)
+        from cairn.io import dump
 
-    return dump(value, store, asset.io)
+        return dump(value, store, asset.io)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        raise StoreError(
+            f"the output could not be written to the artifact store {getattr(store, 'url', store)}: {exc}; "
+            "free space on its disk (or repair it), then resume the run"
+        ) from None
 
 
 def _copy_source(job: StepJob, store: Any) -> StoredValue:

@@ -7,10 +7,12 @@ crashed and one past its deadline is killed and replaced, without disturbing the
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing.connection
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -103,6 +105,8 @@ class _Forked:
             os.kill(self.pid, signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
+        if self.poll() is None:
+            self._exited(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:
@@ -110,6 +114,17 @@ class _Forked:
             time.sleep(0.005)
         assert self.returncode is not None
         return self.returncode
+
+    def _exited(self, timeout: float | None) -> None:
+        """Block until the child exits or `timeout` passes, woken by the kernel (a pidfd) rather than polling."""
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            return  # no pidfd here (or the child is reaped): `wait` polls
+        try:
+            select.select([fd], [], [], timeout)
+        finally:
+            os.close(fd)
 
 
 @dataclass(slots=True)
@@ -155,6 +170,11 @@ class ProcessExecutor:
         self._busy[worker.ticket] = worker
         return worker.ticket
 
+    def start_workers(self) -> None:
+        """Start every worker now instead of on the first submits (the engine does it before planning)."""
+        while len(self._idle) + len(self._busy) < self.size:
+            self._idle.append(self._start())
+
     def poll(self, timeout: float | None) -> list[Completed]:
         done, self._done = self._done, []
         if done or not self._busy:
@@ -176,20 +196,18 @@ class ProcessExecutor:
         return done
 
     def close(self) -> None:
+        """Stop the workers: busy ones are killed; idle ones are told to stop and reaped later (by the next
+        `close` in this process, or at its exit), so that closing a pool never waits for them."""
         for worker in self._idle:
             with contextlib.suppress(OSError):
                 worker.conn.send(None)
+            worker.conn.close()
+            _stopping.append((time.monotonic(), worker.process))
         for worker in list(self._busy.values()):
             self._discard(worker)
-        for worker in self._idle:
-            try:
-                worker.process.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
-                worker.process.wait()
-            worker.conn.close()
         self._idle.clear()
         self._busy.clear()
+        _reap()
 
     def _start(self) -> _Worker:
         if self.start == "fork":
@@ -254,9 +272,35 @@ class ProcessExecutor:
         worker.conn.close()
 
 
+# Idle workers told to stop, with when: each exits by itself at once; one that has not after `STOP_GRACE_S` is
+# killed. Reaped without waiting by every `close`, and at the latest when this process exits.
+_stopping: list[tuple[float, subprocess.Popen[bytes] | _Forked]] = []
+
+
+def _reap(exiting: bool = False) -> None:
+    """Reap the stopped workers; kill those still alive after their grace, or all of them when this process
+    exits (an idle worker holds nothing)."""
+    now = time.monotonic()
+    left = []
+    for since, process in _stopping:
+        if process.poll() is not None:
+            continue
+        if exiting or now - since >= STOP_GRACE_S:
+            process.kill()
+            process.wait()
+            continue
+        left.append((since, process))
+    _stopping[:] = left
+
+
+atexit.register(_reap, True)
+
+
 def serve(fd: int) -> None:
     """Loop of a worker process: run each ``(fn, arg)`` received on `fd` until sent None."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
+    # Ctrl-C and SIGTERM are the engine's to handle: it records the run cancelled and stops its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(fd)
     set_job_started_hook(lambda: conn.send(("started",)))
     while True:

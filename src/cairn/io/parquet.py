@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import sys
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -89,6 +90,15 @@ def parquet_table(value: Any, pytype: str) -> Any:
         ) from exc
 
 
+def frame_columns(table: Any) -> Any:
+    """`parquet_table`'s result without the fields that hold a pandas index: the frame's own columns, as
+    ``pa.Table.from_pandas(frame, preserve_index=False)`` gives them (schema metadata aside), without a copy."""
+    from cairn.io.frames import index_fields
+
+    index = index_fields(table)
+    return table.select([i for i in range(table.num_columns) if i not in index]) if index else table
+
+
 def dump_arrow(table: Any, pytype: str, store: Store) -> StoredValue:
     """Write `parquet_table`'s result for a table of kind ``pytype``: the second half of `dump_table`, for a
     caller that already converted the table (the step job converts once for the contract and the write)."""
@@ -101,12 +111,39 @@ def dump_arrow(table: Any, pytype: str, store: Store) -> StoredValue:
 
 def load_table(data: bytes, pytype: str) -> Any:
     """Read verified Parquet bytes back as the table type they were written from."""
-    return table_as(read_parquet(data), pytype)
+    return table_as(read_parquet(data), pytype, owned=True)
 
 
-def table_as(table: Any, pytype: str) -> Any:
-    """An Arrow table as the table type ``pytype`` names (a new DataFrame each call; the table is untouched)."""
+def load_object(stored: StoredValue, store: Store) -> Any:
+    """A stored Parquet object as the table type it was written from, verified (see `read_object`)."""
+    return table_as(read_object(stored, store), stored.pytype, owned=True)
+
+
+def read_object(stored: StoredValue, store: Store) -> Any:
+    """A stored Parquet object as a pyarrow Table; its size and BLAKE3 are checked first, on the pages of the
+    file itself when the store is local (`cairn.io.mapped`).
+
+    Raises:
+        MissingObject: the object is not in the store.
+        CorruptObject: its bytes do not match the record.
+    """
+    from cairn.io.mapped import verified_buffer
+
+    with verified_buffer(store, stored.data_version, stored.size) as data:
+        return read_parquet(data)
+
+
+def table_as(table: Any, pytype: str, owned: bool = False) -> Any:
+    """An Arrow table as the table type ``pytype`` names (a new DataFrame each call).
+
+    ``owned``: the caller gives the table up (it was parsed for this value alone), so a pandas frame may use
+    its memory instead of a copy (`cairn.io.frames`); otherwise the table is left untouched.
+    """
     if pytype == "pandas":
+        if owned and table.nbytes >= SMALL_TABLE_BYTES:
+            from cairn.io.frames import owned_pandas
+
+            return owned_pandas(table)
         return table.to_pandas(use_threads=table.nbytes >= SMALL_TABLE_BYTES)
     if pytype == "polars":
         import polars as pl
@@ -115,20 +152,27 @@ def table_as(table: Any, pytype: str) -> Any:
     return table
 
 
-# Below this size a table is read on the calling thread through `ParquetFile`: for the small daily tables of
-# partitioned pipelines (a few thousand rows) that is 2-3x faster than `read_table`, whose dataset machinery
-# and thread pool cost ~1 ms a call; above it `read_table`'s parallel column reads win.
+# Below this size a table is read on the calling thread: for the small daily tables of partitioned pipelines
+# (a few thousand rows) that is 2-3x faster than with threads, whose start costs ~1 ms a call; above it the
+# columns are read in parallel. `ParquetFile.read` rather than `read_table`: it gives each column in one
+# chunk, which pandas can take without copying (`cairn.io.frames`), where `read_table` gives one per row group.
 SMALL_TABLE_BYTES: Final = 1 << 20
 
 
-def read_parquet(data: bytes) -> Any:
-    """Parquet bytes as a pyarrow Table."""
+def read_parquet(data: bytes | memoryview | mmap.mmap) -> Any:
+    """Parquet bytes (or a read-only buffer such as a memory map) as a pyarrow Table."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if len(data) < SMALL_TABLE_BYTES:
-        return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
-    return pq.read_table(pa.BufferReader(data))
+    # Closed explicitly, not left to the garbage collector: what is read is copied out of ``data`` (decoded),
+    # so a memory map given here can be unmapped once this returns.
+    buffer = pa.py_buffer(data)
+    with pa.BufferReader(buffer) as source:
+        file = pq.ParquetFile(source)
+        try:
+            return file.read(use_threads=len(data) >= SMALL_TABLE_BYTES)
+        finally:
+            file.close()
 
 
 def _to_arrow(value: Any, pytype: str) -> Any:

@@ -30,6 +30,8 @@ class Store(Protocol):
 
     def read_bytes(self, digest: str, size: int | None = None) -> bytes: ...
 
+    def local_path(self, digest: str) -> str | None: ...
+
 
 def write_object(store: Store, write: Callable[[Sink], object]) -> tuple[str, int]:
     """Run ``write`` on a new object writer and publish what it wrote; on any error publish nothing.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io as stdio
 import json
+import mmap
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -67,18 +68,20 @@ class _TableCache:
                 self._tables.move_to_end(version)
             return table
 
-    def put(self, version: str, table: Any) -> None:
+    def put(self, version: str, table: Any) -> bool:
+        """Keep ``table``; False when it is too large to keep (then the caller holds the only reference)."""
         size = table.nbytes
         if size > self.max_bytes // 4:
-            return  # a large table would push out many small ones that are read more often
+            return False  # a large table would push out many small ones that are read more often
         with self._lock:
             if version in self._tables:
-                return
+                return True
             self._tables[version] = table
             self._bytes += size
             while self._bytes > self.max_bytes:
                 _, dropped = self._tables.popitem(last=False)
                 self._bytes -= dropped.nbytes
+        return True
 
     def clear(self) -> None:
         with self._lock:
@@ -104,10 +107,9 @@ def load_inputs(specs: Iterable[InputToLoad], store: Store) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for spec in specs:
         try:
-            loaded = _load_input(spec.stored, store)
+            value = _load_input(spec.stored, store, _element(spec.annotation) if spec.key else spec.annotation)
         except (CorruptObject, MissingObject) as exc:
             raise BadInput(spec.stored.data_version, exc.digest or spec.stored.data_version, exc) from exc
-        value = convert_table(loaded, _element(spec.annotation) if spec.key else spec.annotation)
         if spec.key is None:
             kwargs[spec.param] = value
         else:
@@ -115,19 +117,25 @@ def load_inputs(specs: Iterable[InputToLoad], store: Store) -> dict[str, Any]:
     return kwargs
 
 
-def _load_input(stored: StoredValue, store: Store) -> Any:
-    """`load_stored`, through the worker's table cache for Parquet objects."""
+def _load_input(stored: StoredValue, store: Store, annotation: str = "") -> Any:
+    """`load_stored` as the table type ``annotation`` names, through the worker's table cache for Parquet.
+
+    A table too large for the cache, or parsed from a source, is this step's alone, so a pandas frame takes
+    its memory as it is (`cairn.io.frames`); a cached one is shared with later steps and converted into a
+    new frame each time.
+    """
     from cairn.io.parquet import FORMAT as PARQUET
 
     if stored.format != PARQUET:
-        return load_stored(stored, store)
-    from cairn.io.parquet import read_parquet, table_as
+        return convert_table(load_stored(stored, store), annotation, owned=True)
+    from cairn.io.parquet import read_object, table_as
 
     table = _tables.get(stored.data_version)
+    owned = False
     if table is None:
-        table = read_parquet(store.read_bytes(stored.data_version, stored.size))
-        _tables.put(stored.data_version, table)
-    return table_as(table, stored.pytype)
+        table = read_object(stored, store)
+        owned = not _tables.put(stored.data_version, table)
+    return convert_table(table_as(table, stored.pytype, owned=owned), annotation, owned=owned)
 
 
 def _element(annotation: str) -> str:
@@ -141,22 +149,36 @@ def _element(annotation: str) -> str:
 def load_stored(stored: StoredValue, store: Store) -> Any:
     """Read a stored value back (its checksum is verified first), sources parsed by their file type."""
     if stored.format == SOURCE_FORMAT:
+        if stored.pytype in _MAPPED_SOURCES:
+            from cairn.io.mapped import verified_buffer
+
+            with verified_buffer(store, stored.data_version, stored.size) as data:
+                return _parse_table(data, stored.pytype)
         return _parse_source(store.read_bytes(stored.data_version, stored.size), stored.pytype)
     from cairn.io import load
 
     return load(stored, store)
 
 
-def _parse_source(data: bytes, suffix: str) -> Any:
+# The source files parsed by pyarrow, which reads from any buffer (a memory-mapped object too).
+_MAPPED_SOURCES: Final = (".parquet", ".csv")
+
+
+def _parse_table(data: bytes | mmap.mmap, suffix: str) -> Any:
+    """A source file of one of `_MAPPED_SOURCES` as a pyarrow Table."""
     if suffix == ".parquet":
         from cairn.io.parquet import read_parquet
 
         return read_parquet(data)
-    if suffix == ".csv":
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
-        return pacsv.read_csv(pa.BufferReader(data))
+    return pacsv.read_csv(pa.BufferReader(data))
+
+
+def _parse_source(data: bytes, suffix: str) -> Any:
+    if suffix in _MAPPED_SOURCES:
+        return _parse_table(data, suffix)
     if suffix == ".json":
         return json.loads(data)
     if suffix == ".npy":
@@ -168,8 +190,11 @@ def _parse_source(data: bytes, suffix: str) -> Any:
     return data
 
 
-def convert_table(value: Any, annotation: str) -> Any:
-    """Convert a table to the DataFrame type the consuming parameter is annotated with."""
+def convert_table(value: Any, annotation: str, owned: bool = False) -> Any:
+    """Convert a table to the DataFrame type the consuming parameter is annotated with.
+
+    ``owned``: nothing else holds ``value``, so a pyarrow Table becomes a pandas frame without a copy.
+    """
     module = type(value).__module__.split(".")[0]
     if module not in ("pyarrow", "pandas", "polars") or not annotation:
         return value
@@ -184,7 +209,9 @@ def convert_table(value: Any, annotation: str) -> Any:
     elif module == "polars":
         table = value.to_arrow()
     if wanted == "pandas":
-        return table.to_pandas()
+        from cairn.io.parquet import table_as
+
+        return table_as(table, "pandas", owned=owned and module == "pyarrow")
     if wanted == "polars":
         import polars as pl
 

@@ -23,7 +23,8 @@ from cairn.io.files import FORMAT as FILES_FORMAT
 from cairn.io.files import Files, dump_files, load_files
 from cairn.io.jsonvalue import decode_json, encode_json, json_problem, type_name
 from cairn.io.npy import dump_array, is_ndarray, load_array
-from cairn.io.parquet import dump_table, load_table, table_kind
+from cairn.io.parquet import FORMAT as PARQUET_FORMAT
+from cairn.io.parquet import dump_table, load_object, load_table, table_kind
 from cairn.io.pickles import FORMATS as OPT_IN_FORMATS
 from cairn.io.pickles import dump_pickled, load_pickled
 from cairn.io.ports import Store, write_object
@@ -85,6 +86,8 @@ def load(stored: StoredValue, store: Store) -> object:
     """
     if stored.format == FILES_FORMAT:
         return load_files(stored, store)
+    if stored.format == PARQUET_FORMAT:
+        return load_object(stored, store)
     reader = _READERS.get(stored.format)
     if reader is None:
         raise SerializationError(

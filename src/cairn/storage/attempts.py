@@ -68,7 +68,7 @@ class AttemptLeases(Database):
         A `started_at` of 0 means now on the database's clock.
         """
         what = f"record attempt {attempt.attempt} of {step_label(attempt.asset, attempt.partition)}"
-        self._write1(what, _UPSERT_ATTEMPT, self._attempt_row(attempt))
+        self._write1(what, _UPSERT_ATTEMPT, self._attempt_row(attempt), repeatable=True)
 
     @staticmethod
     def _attempt_row(attempt: AttemptRecord) -> list[Any]:
@@ -85,6 +85,7 @@ class AttemptLeases(Database):
             "UPDATE attempts SET status = ?, finished_at = {now}, error = ? "
             "WHERE run_id = ? AND asset = ? AND partition = ? AND attempt = ?",
             (status, error, run_id, asset, partition, attempt),
+            repeatable=True,
         )
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
@@ -128,7 +129,8 @@ class AttemptLeases(Database):
                 cur.execute(self._sql(_UPSERT_ATTEMPT), self._attempt_row(replace(attempt, lease_token=int(row[0]))))
             return int(row[0])
 
-        return self._transaction(f"acquire the lease on {cache_key}", acquire)
+        # Repeatable: taken again, the lease is the same run's with a newer token, which fences out the first.
+        return self._transaction(f"acquire the lease on {cache_key}", acquire, repeatable=True)
 
     def renew_leases(self, leases: Sequence[tuple[str, int]], ttl_s: float) -> list[str]:
         """Extend leases that are still held, by `ttl_s` from the database's now.
@@ -155,7 +157,7 @@ class AttemptLeases(Database):
                     lost.append(cache_key)
             return lost
 
-        return self._transaction(f"renew {len(leases)} leases", renew)
+        return self._transaction(f"renew {len(leases)} leases", renew, repeatable=True)
 
     def release_lease(self, cache_key: str, token: int) -> None:
         """Give a lease up, if `token` is still the current one; otherwise do nothing."""
@@ -163,6 +165,7 @@ class AttemptLeases(Database):
             f"release the lease on {cache_key}",
             "UPDATE leases SET expires_at = ? WHERE cache_key = ? AND token = ?",
             (RELEASED, cache_key, token),
+            repeatable=True,
         )
 
     def lease_holder(self, cache_key: str) -> tuple[str, float] | None:
@@ -204,7 +207,8 @@ class AttemptLeases(Database):
                 committed = int(found[0]) if found else None
             return token, None, committed
 
-        return self._transaction(f"claim {cache_key}", claim)
+        # Repeatable, as acquiring: claimed again, the run holds the key with a newer token and the same attempt.
+        return self._transaction(f"claim {cache_key}", claim, repeatable=True)
 
     def end_attempt(
         self,
@@ -237,4 +241,4 @@ class AttemptLeases(Database):
                     (RELEASED, *lease),
                 )
 
-        self._transaction(f"end attempt {attempt} of {step_label(asset, partition)}", end)
+        self._transaction(f"end attempt {attempt} of {step_label(asset, partition)}", end, repeatable=True)

@@ -57,6 +57,7 @@ _UPSERT_STEP = (
     "ON CONFLICT (run_id, asset, partition) DO UPDATE SET "
     + ", ".join(f"{name} = excluded.{name}" for name in _STEP_FIELDS[3:])
 )
+_RELEASE_LEASE = "UPDATE leases SET expires_at = ? WHERE cache_key = ? AND token = ? AND expires_at > ?"
 _INSERT_MAT = (
     f"INSERT INTO materializations ({', '.join(_MAT_WRITTEN)}, created_at) "
     f"VALUES ({', '.join('?' * len(_MAT_WRITTEN))}, {{now}}) RETURNING id"
@@ -158,12 +159,19 @@ class MetadataStore(
 
     def heartbeat_run(self, run_id: str) -> None:
         """Record that the engine of a run is alive, at the database's now."""
-        self._write1(f"heartbeat run {run_id}", "UPDATE runs SET heartbeat_at = {now} WHERE run_id = ?", (run_id,))
+        self._write1(
+            f"heartbeat run {run_id}",
+            "UPDATE runs SET heartbeat_at = {now} WHERE run_id = ?",
+            (run_id,),
+            repeatable=True,
+        )
 
     def finish_run(self, run_id: str, status: str) -> None:
         """Set a running run's final status and finish time (database clock); an abandoned run stays abandoned.
 
-        Pool slots the run still holds are released.
+        What the run still holds is given up: its pool slots, and the leases of attempts that never ended
+        (an engine that stopped on an error, such as a lost database connection), which are marked abandoned,
+        so that the next run takes their steps over at once.
         """
 
         def finish(cur: Cursor) -> None:
@@ -171,9 +179,9 @@ class MetadataStore(
                 self._sql("UPDATE runs SET status = ?, finished_at = {now} WHERE run_id = ? AND status = ?"),
                 (status, run_id, RUNNING),
             )
-            self._release_run_slots(cur, run_id)
+            self._end_unfinished(cur, run_id, "the run ended before this attempt did")
 
-        self._transaction(f"finish run {run_id}", finish)
+        self._transaction(f"finish run {run_id}", finish, repeatable=True)
 
     def abandon_stale_runs(self, stale_after_s: float) -> list[str]:
         """Mark running runs whose engine stopped heartbeating as abandoned.
@@ -203,7 +211,7 @@ class MetadataStore(
                 self._abandon_work(cur, run_id, "the run's engine stopped heartbeating")
             return run_ids
 
-        return self._transaction("abandon stale runs", abandon)
+        return self._transaction("abandon stale runs", abandon, repeatable=True)
 
     def abandon_run(self, run_id: str, why: str) -> bool:
         """Mark one running run abandoned (its engine is known to be dead); False if it was not running."""
@@ -218,7 +226,7 @@ class MetadataStore(
             self._abandon_work(cur, run_id, why)
             return True
 
-        return self._transaction(f"abandon run {run_id}", abandon)
+        return self._transaction(f"abandon run {run_id}", abandon, repeatable=True)
 
     def _abandon_work(self, cur: Cursor, run_id: str, why: str) -> None:
         """Mark an abandoned run's unfinished steps and attempts, and free its leases and pool slots."""
@@ -226,6 +234,10 @@ class MetadataStore(
             self._sql("UPDATE steps SET status = ? WHERE run_id = ? AND status IN (?, ?)"),
             (ABANDONED, run_id, RUNNING, PENDING),
         )
+        self._end_unfinished(cur, run_id, why)
+
+    def _end_unfinished(self, cur: Cursor, run_id: str, why: str) -> None:
+        """Mark a run's running attempts abandoned, and free its leases and pool slots."""
         cur.execute(
             self._sql(
                 "UPDATE attempts SET status = ?, finished_at = {now}, error = COALESCE(error, ?) "
@@ -294,7 +306,9 @@ class MetadataStore(
         if not steps:
             return
         rows = [_step_params(step) for step in steps]
-        self._transaction(f"record {len(steps)} steps", lambda cur: cur.executemany(self._sql(_UPSERT_STEP), rows))
+        self._transaction(
+            f"record {len(steps)} steps", lambda cur: cur.executemany(self._sql(_UPSERT_STEP), rows), repeatable=True
+        )
 
     def run_steps(self, run_id: str) -> list[StepRecord]:
         """The steps of a run, ordered by asset and partition."""
@@ -347,43 +361,66 @@ class MetadataStore(
         Raises:
             LeaseLost: Another run took the lease over; nothing was written.
         """
-        params = _mat_params(mat)  # before the transaction: a value that is not JSON fails here
-
-        def commit(cur: Cursor) -> int:
-            if lease is not None:
-                cur.execute(
-                    self._sql("UPDATE leases SET expires_at = ? WHERE cache_key = ? AND token = ? AND expires_at > ?"),
-                    (RELEASED, lease[0], lease[1], RELEASED),
-                )
-                if cur.rowcount != 1:
-                    raise LeaseLost(
-                        f"the lease on cache key {lease[0]} (token {lease[1]}) is no longer held by run "
-                        f"{mat.run_id}, so attempt {mat.attempt} of {step_label(mat.asset, mat.partition)} was not "
-                        "committed; another run computes this result, and a rerun reuses it"
-                    )
-            cur.execute(self._sql(_INSERT_MAT), params)
-            mat_id = int(cur.fetchone()[0])
-            if mat.inputs:
-                cur.executemany(
-                    self._sql(
-                        "INSERT INTO materialization_inputs "
-                        "(mat_id, position, asset, partition, data_version) VALUES (?, ?, ?, ?, ?)"
-                    ),
-                    [(mat_id, i, ref.asset, ref.partition, ref.data_version) for i, ref in enumerate(mat.inputs)],
-                )
-            if model_author is not None:
-                register_in(cur, self._sql, mat.asset, mat_id, mat.data_version, mat.run_id, model_author)
-            cur.execute(self._sql(_UPSERT_STEP), _step_params(step))
-            cur.execute(
-                self._sql(
-                    "UPDATE attempts SET status = ?, finished_at = {now}, error = NULL "
-                    "WHERE run_id = ? AND asset = ? AND partition = ? AND attempt = ?"
-                ),
-                (SUCCEEDED, mat.run_id, mat.asset, mat.partition, mat.attempt),
+        (mat_id,) = self.commit_materializations([(mat, step, lease, model_author)])
+        if mat_id is None:
+            assert lease is not None
+            raise LeaseLost(
+                f"the lease on cache key {lease[0]} (token {lease[1]}) is no longer held by run "
+                f"{mat.run_id}, so attempt {mat.attempt} of {step_label(mat.asset, mat.partition)} was not "
+                "committed; another run computes this result, and a rerun reuses it"
             )
-            return mat_id
+        return mat_id
 
-        return self._transaction(f"commit the materialization of {step_label(mat.asset, mat.partition)}", commit)
+    def commit_materializations(
+        self, commits: Sequence[tuple[Materialization, StepRecord, tuple[str, int] | None, str | None]]
+    ) -> list[int | None]:
+        """Record several results in one transaction, each as `commit_materialization` records one.
+
+        Each item is ``(mat, step, lease, model_author)``. A result whose lease another run took over is left
+        out (nothing of it is written) without keeping the others from being committed.
+
+        Returns:
+            For each item in order, the id of its new materialization, or None when its lease was lost.
+        """
+        params = [_mat_params(mat) for mat, _, _, _ in commits]  # before the transaction: non-JSON fails here
+
+        def commit(cur: Cursor) -> list[int | None]:
+            ids: list[int | None] = []
+            for (mat, step, lease, model_author), values in zip(commits, params, strict=True):
+                if lease is not None:
+                    cur.execute(self._sql(_RELEASE_LEASE), (RELEASED, lease[0], lease[1], RELEASED))
+                    if cur.rowcount != 1:
+                        ids.append(None)
+                        continue
+                cur.execute(self._sql(_INSERT_MAT), values)
+                mat_id = int(cur.fetchone()[0])
+                if mat.inputs:
+                    cur.executemany(
+                        self._sql(
+                            "INSERT INTO materialization_inputs "
+                            "(mat_id, position, asset, partition, data_version) VALUES (?, ?, ?, ?, ?)"
+                        ),
+                        [(mat_id, i, ref.asset, ref.partition, ref.data_version) for i, ref in enumerate(mat.inputs)],
+                    )
+                if model_author is not None:
+                    register_in(cur, self._sql, mat.asset, mat_id, mat.data_version, mat.run_id, model_author)
+                cur.execute(self._sql(_UPSERT_STEP), _step_params(step))
+                cur.execute(
+                    self._sql(
+                        "UPDATE attempts SET status = ?, finished_at = {now}, error = NULL "
+                        "WHERE run_id = ? AND asset = ? AND partition = ? AND attempt = ?"
+                    ),
+                    (SUCCEEDED, mat.run_id, mat.asset, mat.partition, mat.attempt),
+                )
+                ids.append(mat_id)
+            return ids
+
+        what = (
+            f"commit the materialization of {step_label(commits[0][0].asset, commits[0][0].partition)}"
+            if len(commits) == 1
+            else f"commit {len(commits)} materializations"
+        )
+        return self._transaction(what, commit) if commits else []
 
     def find_by_cache_key(self, cache_key: str) -> Materialization | None:
         """The newest materialization with this cache key, or None."""
@@ -430,12 +467,24 @@ class MetadataStore(
 
     def latest_materializations(self) -> dict[tuple[str, str], Materialization]:
         """The newest materialization of every asset partition, keyed by ``(asset, partition)``."""
+        latest = "(SELECT MAX(id) FROM materializations GROUP BY asset, partition)"
         rows = self._rows(
-            "read the latest materializations",
-            f"SELECT {_MAT_COLUMNS} FROM materializations WHERE id IN "
-            "(SELECT MAX(id) FROM materializations GROUP BY asset, partition)",
+            "read the latest materializations", f"SELECT {_MAT_COLUMNS} FROM materializations WHERE id IN {latest}"
         )
-        return {(mat.asset, mat.partition): mat for mat in self._with_inputs(rows)}
+        # Their inputs in one query (not one per 500 ids): every asset partition's, for a graph of 20,000 assets.
+        inputs: dict[int, list[InputRef]] = {}
+        for mat_id, asset, partition, data_version in self._rows(
+            "read the latest materializations' inputs",
+            "SELECT mat_id, asset, partition, data_version FROM materialization_inputs "
+            f"WHERE mat_id IN {latest} ORDER BY mat_id, position",
+        ):
+            inputs.setdefault(mat_id, []).append(InputRef(asset, partition, data_version))
+        decoded: dict[str, dict[str, str]] = {}
+        out = {}
+        for row in rows:
+            mat = _materialization(row, tuple(inputs.get(row[0], ())), decoded)
+            out[(mat.asset, mat.partition)] = mat
+        return out
 
     def materializations(self, asset: str, partition: str | None = None, limit: int = 100) -> list[Materialization]:
         """The materializations of an asset (of one partition, if given), newest first."""
@@ -535,7 +584,11 @@ class MetadataStore(
     # -- logs --------------------------------------------------------------------------------------
 
     def add_logs(self, records: Sequence[LogRecord]) -> None:
-        """Append captured log lines, in one transaction."""
+        """Append captured log lines, in one transaction.
+
+        Written again when the connection was lost during its COMMIT: a line may then appear twice, but none
+        is lost and the run goes on.
+        """
         if not records:
             return
         query = self._sql(
@@ -543,7 +596,7 @@ class MetadataStore(
             "VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
         rows = [(r.run_id, r.asset, r.partition, r.attempt, r.created_at, r.level, r.message) for r in records]
-        self._transaction(f"record {len(records)} log lines", lambda cur: cur.executemany(query, rows))
+        self._transaction(f"record {len(records)} log lines", lambda cur: cur.executemany(query, rows), repeatable=True)
 
     def logs(self, run_id: str, asset: str | None = None, partition: str | None = None) -> list[LogRecord]:
         """The log lines of a run (of one asset, and one partition, if given) in the order written."""
@@ -577,7 +630,8 @@ class MetadataStore(
     def _migrate(self) -> None:
         """Bring the schema to the newest version; an up-to-date database takes no write lock."""
         if not schema_is_current(self._cursor, self._dialect):
-            self._transaction("upgrade the schema", lambda cur: upgrade_schema(cur, self._dialect))
+            # Repeatable: an upgrade that did commit is found applied and not run again.
+            self._transaction("upgrade the schema", lambda cur: upgrade_schema(cur, self._dialect), repeatable=True)
 
 
 def _dumps(value: dict[str, Any], what: str) -> str:
@@ -626,10 +680,21 @@ def _run(row: Sequence[Any]) -> RunRecord:
     return RunRecord(**values)
 
 
-def _materialization(row: Sequence[Any], inputs: tuple[InputRef, ...]) -> Materialization:
+def _materialization(
+    row: Sequence[Any], inputs: tuple[InputRef, ...], code_parts: dict[str, dict[str, str]] | None = None
+) -> Materialization:
+    """A materialization from its row; `code_parts` memoizes that column's decoded text across rows (thousands
+    of assets built by one function share it), each record getting its own copy of the flat dict."""
     values = dict(zip(_MAT_FIELDS, row, strict=True))
     for name in _MAT_JSON:
-        values[name] = _loads(values[name])
+        text = values[name]
+        if name == "code_parts" and code_parts is not None:
+            parts = code_parts.get(text)
+            if parts is None:
+                parts = code_parts[text] = _loads(text)
+            values[name] = dict(parts)
+        else:
+            values[name] = _loads(text)
     return Materialization(inputs=inputs, **values)
 
 

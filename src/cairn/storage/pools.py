@@ -78,7 +78,9 @@ class PoolSlots(Database):
             row = cur.fetchone()
             return None if row is None else SlotLease(pool, int(row[0]), int(row[1]))
 
-        return self._transaction(f"take a slot of pool {pool}", claim)
+        # Repeatable: a slot taken twice is the run's until it expires or the run finishes; it only narrows the
+        # pool for a while.
+        return self._transaction(f"take a slot of pool {pool}", claim, repeatable=True)
 
     def renew_pool_slots(self, held: Sequence[SlotLease], ttl_s: float) -> list[SlotLease]:
         """Extend slots that are still held by `ttl_s` from the database's now; return the ones lost meanwhile."""
@@ -97,7 +99,7 @@ class PoolSlots(Database):
                     lost.append(lease)
             return lost
 
-        return self._transaction(f"renew {len(held)} pool slots", renew)
+        return self._transaction(f"renew {len(held)} pool slots", renew, repeatable=True)
 
     def release_pool_slot(self, lease: SlotLease) -> None:
         """Give a slot back, if `lease` is still its current holding; otherwise do nothing."""
@@ -105,6 +107,7 @@ class PoolSlots(Database):
             f"release slot {lease.slot} of pool {lease.pool}",
             "UPDATE pool_slots SET expires_at = ? WHERE pool = ? AND slot = ? AND token = ?",
             (_FREE, lease.pool, lease.slot, lease.token),
+            repeatable=True,
         )
 
     def pool_holders(self, pool: str) -> list[SlotHolder]:
@@ -132,5 +135,5 @@ class PoolSlots(Database):
             "ON CONFLICT (pool, slot) DO NOTHING"
         )
         rows = [(pool, slot, _FREE) for slot in range(slots)]
-        self._transaction(f"create the slots of pool {pool}", lambda cur: cur.executemany(query, rows))
+        self._transaction(f"create the slots of pool {pool}", lambda cur: cur.executemany(query, rows), repeatable=True)
         self._slot_rows.add((pool, slots))

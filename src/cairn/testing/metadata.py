@@ -521,6 +521,27 @@ class MetadataStoreContract:
         holder = store.lease_holder("k1")
         assert holder is not None and holder[0] == "run-2"
 
+    def test_a_group_commit_records_every_result_whose_lease_is_held_and_skips_a_lost_one(
+        self, store: MetadataStore
+    ) -> None:
+        start_run(store, "run-1")
+        start_run(store, "run-2")
+        mats = [make_mat(key, asset=f"a{i}", run_id="run-1") for i, key in enumerate(("k1", "k2", "k3"))]
+        for mat in mats:
+            assert store.claim(mat.cache_key, "run-1", "host:1", 600, _attempt(mat)).token == 1
+        store.commit_materialization(make_mat("k2", asset="a1", run_id="run-2"), make_step(mats[1]), None)
+        store.end_attempt("run-1", "a1", "", 1, FAILED, "taken over", ("k2", 1))  # the lease of k2 is gone
+        ids = store.commit_materializations([(mat, make_step(mat), (mat.cache_key, 1), None) for mat in mats])
+        assert ids[0] is not None and ids[2] is not None and ids[1] is None
+        assert [m.run_id for m in store.materializations("a1")] == ["run-2"], "nothing of the lost one is written"
+        for mat, mat_id in ((mats[0], ids[0]), (mats[2], ids[2])):
+            found = store.find_by_cache_key(mat.cache_key)
+            assert found is not None and found.id == mat_id
+            _same_content(found, mat)
+            assert store.lease_holder(mat.cache_key) is None
+        assert {a.asset: a.status for a in store.attempts("run-1")} == {"a0": SUCCEEDED, "a1": FAILED, "a2": SUCCEEDED}
+        assert store.commit_materializations([]) == []
+
     def test_fencing_holds_after_the_key_was_committed_and_leased_again(self, store: MetadataStore) -> None:
         for run_id in ("run-1", "run-2", "run-3"):
             start_run(store, run_id)
