@@ -202,6 +202,10 @@ def test_the_run_page_draws_a_timeline_row_per_step_with_a_bar_per_attempt(site:
     bars = re.findall(r'data-attempt="(\d)" data-status="(\w+)"', rows[0][2])
     assert bars == [("1", "failed"), ("2", "succeeded")]  # the retry is visible
     assert 'data-step="events"' in html and "cached" in html  # its cached input is a row of the step table
+    assert re.search(r'id="cache-savings">1 steps reused from the cache, [0-9.]+ ?m?s of computation saved', html)
+    row = r'<tr data-level="(\w+)"><td>flaky</td><td>(\d)</td>.*?class="log-message">(.*?)</td>'
+    logs = re.findall(row, html, re.S)
+    assert any(level == "ERROR" and attempt == "1" and "RuntimeError" in text for level, attempt, text in logs), logs
     api = client.get(f"/api/v1/runs/{run_id}/timeline").json()
     assert [len(r["bars"]) for r in api["rows"]] == [2] and api["without_attempts"] == 1
     first, second = api["rows"][0]["bars"]

@@ -158,7 +158,13 @@ def run_page(request: Request, caller: Viewer, run_id: str) -> HTMLResponse:
         timeline=line,
         timeline_svg=timeline_svg(line),
         previous=previous[0] if previous else None,
+        savings=caller.meta.cache_savings(view["run_id"]),
+        logs=views.logs(caller.meta, view["run_id"], None, None)[-LOG_LINES:],
     )
+
+
+# The run page shows a run's last log lines; `cairn logs RUN` and /api/v1/runs/{id}/logs have them all.
+LOG_LINES = 500
 
 
 @router.get("/runs/{run_id}/timeline.svg")

@@ -116,12 +116,19 @@ def run(meta: MetadataStore, run_id: str) -> dict[str, Any]:
 
 
 def logs(meta: MetadataStore, run_id: str, asset: str | None, partition: str | None) -> list[dict[str, Any]]:
-    """The captured log lines of a run, or of one of its steps."""
+    """The captured log lines of a run, or of one of its steps, then its failed attempts' errors as ERROR lines
+    (what `cairn logs --json` prints)."""
     if asset is not None:
         validate_name(asset)
     if partition is not None:
         validate_partition(partition)
-    return [r.to_dict() for r in meta.logs(resolved_run(meta, run_id), asset, partition)]
+    rid = resolved_run(meta, run_id)
+    lines = [r.to_dict() for r in meta.logs(rid, asset, partition)]
+    for a in meta.attempts(rid):
+        if a.error and asset in (None, a.asset) and partition in (None, a.partition):
+            where = {"asset": a.asset, "partition": a.partition or None, "attempt": a.attempt}
+            lines.append({**where, "at": a.finished_at, "level": "ERROR", "message": a.error})
+    return lines
 
 
 def resolved_run(meta: MetadataStore, text: str) -> str:
