@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from cairn.core.retry import Retry
     from cairn.engine.backfill import BackfillResult
     from cairn.engine.context import Context
-    from cairn.engine.run import RunResult
+    from cairn.engine.results import RunResult
     from cairn.engine.sweep import SweepResult
     from cairn.errors import (
         AccessDenied,

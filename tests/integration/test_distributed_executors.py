@@ -32,7 +32,7 @@ import pytest
 from hypothesis import given, settings
 
 import cairn
-from cairn.engine.run import RunResult
+from cairn.engine.results import RunResult
 from cairn.errors import ConfigError
 from cairn.executors.base import Capacity
 from cairn.executors.factory import create_executor

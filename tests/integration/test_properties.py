@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import cairn
-from cairn.engine.run import RunResult
+from cairn.engine.results import RunResult
 
 MOD = 1_000_003
 TAGS = frozenset({"alpha", "beta", "gamma", "delta"})

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import cairn
-from cairn.engine.run import RunResult
+from cairn.engine.results import RunResult
 from cairn.engine.sweep import Trial, parse_grid
 from cairn.errors import UsageError
 from tests.conftest import ProjectFactory

@@ -30,7 +30,7 @@ import pytest
 
 import cairn
 from cairn.config import load_settings
-from cairn.engine.run import RunResult
+from cairn.engine.results import RunResult
 from cairn.storage.metadata import open_metadata
 
 PRELUDE = '''\

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from cairn.core.automation import TickRecord
-    from cairn.engine.run import RunResult
+    from cairn.engine.results import RunResult
     from cairn.storage.metadata import MetadataStore
 
 

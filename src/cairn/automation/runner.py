@@ -40,7 +40,7 @@ from cairn.core.automation import (
 from cairn.core.events import RUN_STARTED, Event
 from cairn.engine.api import execute
 from cairn.engine.prepare import RunOptions
-from cairn.engine.run import RunResult
+from cairn.engine.results import RunResult
 from cairn.errors import CairnError, UsageError
 from cairn.executors.base import Executor
 from cairn.project import Project
