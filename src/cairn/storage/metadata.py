@@ -574,12 +574,13 @@ class MetadataStore(
                 chosen.append(min(found, key=lambda row: _run_preference(row, run_id, run.created_at)))
         return {(mat.asset, mat.partition): mat for mat in self._with_inputs(chosen)}
 
-    def runs_with_status(self, status: str) -> list[RunRecord]:
-        """Every run with this status, newest first (e.g. the ``running`` ones, for `gc`)."""
-        rows = self._rows(
-            f"list {status} runs", f"SELECT {_RUN_COLUMNS} WHERE r.status = ? ORDER BY r.id DESC", (status,)
-        )
-        return [_run(row) for row in rows]
+    def runs_with_status(self, status: str, limit: int | None = None) -> list[RunRecord]:
+        """Every run with this status (at most `limit`), newest first (e.g. the ``running`` ones, for `gc`)."""
+        sql = f"SELECT {_RUN_COLUMNS} WHERE r.status = ? ORDER BY r.id DESC"
+        params: tuple[object, ...] = (status,)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (status, limit)
+        return [_run(row) for row in self._rows(f"list {status} runs", sql, params)]
 
     # -- logs --------------------------------------------------------------------------------------
 

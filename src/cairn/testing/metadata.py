@@ -680,6 +680,7 @@ class MetadataStoreContract:
         assert [r.run_id for r in store.runs_with_status(RUNNING)] == ["run-3", "run-1"]
         assert [r.run_id for r in store.runs_with_status(SUCCEEDED)] == ["run-2"]
         assert store.runs_with_status(FAILED) == []
+        assert [r.run_id for r in store.runs_with_status(RUNNING, limit=1)] == ["run-3"]
 
     def test_values_that_are_not_json_are_refused(self, store: MetadataStore) -> None:
         start_run(store, "run-1")

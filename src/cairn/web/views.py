@@ -91,7 +91,7 @@ def runs(meta: MetadataStore, status: str | None, limit: int) -> list[dict[str, 
     """Run history, newest first, at most `limit`, only runs with `status` when given."""
     if status is not None and status not in RUN_STATUSES:
         raise UsageError(f"unknown run status {status!r}; one of: {', '.join(RUN_STATUSES)}")
-    found = meta.runs_with_status(status)[:limit] if status else meta.list_runs(limit)
+    found = meta.runs_with_status(status, limit) if status else meta.list_runs(limit)
     out = []
     for r in found:
         counts: dict[str, int] = {}
