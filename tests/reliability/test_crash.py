@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from cairn.hashing import digest_bytes
+from tests.reliability.faults import group_members
 
 # The first seed runs in the default suite (about 10 s); more seeds run with the slow tests.
 SEEDS = (20261123, pytest.param(7, marks=pytest.mark.slow), pytest.param(1, marks=pytest.mark.slow))
@@ -106,23 +107,6 @@ def pipeline_text(rng: random.Random) -> str:
 
 def engine_command(root: Path) -> list[str]:
     return [sys.executable, "-m", "cairn.cli.main", "-C", str(root), "run", "--json"]
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry))
-    return members
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
