@@ -357,6 +357,30 @@ def test_checkpoint_state_survives_a_failed_attempt(make_project: ProjectFactory
     assert result["long_step"].attempts == 2 and cairn.load("long_step", project=root) == 7
 
 
+def test_a_retry_starts_no_earlier_than_its_failed_attempt_ended(make_project: ProjectFactory) -> None:
+    # Attempts that fail at once and retry without a pause: each start and end is read from one clock, so a
+    # step's recorded times never run backwards (timelines and OpenLineage events are ordered by them).
+    pipeline = "from cairn import Context, Retry, asset\n" + "".join(
+        f"""
+@asset(retry=Retry(max_attempts=2, backoff=0.0, jitter=False))
+def step{i}(ctx: Context) -> int:
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return {i}
+"""
+        for i in range(40)
+    )
+    root = make_project(pipeline)
+    result = cairn.materialize(project=root)
+    assert {result[f"step{i}"].attempts for i in range(40)} == {2}
+    with closing(sqlite3.connect(root / ".cairn" / "cairn.db")) as db:
+        rows = db.execute("SELECT asset, started_at, finished_at FROM attempts ORDER BY asset, attempt").fetchall()
+    times: dict[str, list[float]] = {}
+    for name, started, finished in rows:
+        times.setdefault(name, []).extend((started, finished))
+    assert len(times) == 40 and all(t == sorted(t) for t in times.values()), times
+
+
 def test_load_of_unknown_asset_suggests_names(make_project: ProjectFactory) -> None:
     root = make_project(CHAIN)
     cairn.materialize(project=root)

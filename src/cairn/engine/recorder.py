@@ -14,7 +14,6 @@ pool slots they hold are pushed forward together.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -124,7 +123,8 @@ class Recorder:
 
     def claim(self, step: StepId, attempt: int, cache_key: str) -> Claim:
         """Start attempt `attempt` of a step and take the lease of its key, in one call (see `Claim`)."""
-        record = R.AttemptRecord(self.run_id, step.asset, step.partition, attempt, "running", time.time())
+        # Started at 0: at now on the database's clock, the clock its end is recorded on.
+        record = R.AttemptRecord(self.run_id, step.asset, step.partition, attempt, "running", 0.0)
         return self._meta.claim(cache_key, self.run_id, self.owner, self._ttl_s, record)
 
     def end_attempt(

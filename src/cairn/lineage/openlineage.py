@@ -225,7 +225,8 @@ def lineage_events(
             for child in node.inputs
         )
         events += step_events(namespace, StepInfo(mat.run_id, mat, own, inputs, info(mat)))
-    return sorted(events, key=lambda e: (e["eventTime"], e["eventType"] != "START"))
+    # Stable: events at the same millisecond keep the order of their step (START, its end, the next START).
+    return sorted(events, key=lambda e: e["eventTime"])
 
 
 def dataset_info(mat: Materialization, artifacts: ArtifactStore) -> DatasetInfo:

@@ -207,6 +207,17 @@ class MetadataStoreContract:
     def test_now_is_epoch_seconds_from_the_database(self, store: MetadataStore) -> None:
         assert abs(store.now() - time.time()) < 5.0
 
+    def test_attempts_back_to_back_never_run_backwards(self, store: MetadataStore) -> None:
+        # Start and end times come from the same clock: an attempt ends no earlier than it started, and
+        # the next attempt starts no earlier than the one before it ended (timelines and lineage events
+        # are ordered by these times).
+        start_run(store, "clock")
+        for n in range(1, 201):
+            store.start_attempt(AttemptRecord("clock", "a", "", n, RUNNING, 0.0))
+            store.finish_attempt("clock", "a", "", n, "failed", "boom")
+        times = [t for a in store.attempts("clock") for t in (a.started_at, a.finished_at)]
+        assert times == sorted(times)
+
     def test_close_is_idempotent_and_context_manager_closes(self, open_store: StoreOpener) -> None:
         store = open_store()
         with store:
