@@ -215,7 +215,9 @@ class MetadataStoreContract:
         for n in range(1, 201):
             store.start_attempt(AttemptRecord("clock", "a", "", n, RUNNING, 0.0))
             store.finish_attempt("clock", "a", "", n, "failed", "boom")
-        times = [t for a in store.attempts("clock") for t in (a.started_at, a.finished_at)]
+        attempts = store.attempts("clock")
+        assert all(a.finished_at is not None for a in attempts)
+        times = [t for a in attempts for t in (a.started_at, a.finished_at or 0.0)]
         assert times == sorted(times)
 
     def test_close_is_idempotent_and_context_manager_closes(self, open_store: StoreOpener) -> None:
