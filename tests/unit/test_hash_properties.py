@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cairn.core.keys import SEED_TAG, STEP_KEY_TAG, StepId, cache_key, derive_seed
 from cairn.hashing import digest_bytes, encode, hash_struct
 
 scalars = (
@@ -233,3 +234,39 @@ def test_the_encoding_is_pinned_byte_for_byte_for_exact_types_and_subclasses(
     """Stored cache keys stay valid: str/int subclasses (enums) and bools encode like their plain values."""
     assert encode(value) == encoded
     assert hash_struct(value) == digest
+
+
+names = st.text(max_size=6) | st.sampled_from(list(_Name))
+# Each list's items compare with each other (the key sorts them): exact triples of str, or other shapes.
+input_lists = (
+    st.lists(st.tuples(names, names, names), max_size=4)
+    | st.lists(st.lists(names, min_size=3, max_size=3), max_size=3)
+    | st.lists(st.tuples(names, st.integers()), max_size=3)
+)
+
+
+@given(
+    asset=names,
+    partition=names,
+    code_version=names,
+    params=st.dictionaries(keys, structures, max_size=4),
+    seed=st.integers() | st.sampled_from(list(_Count)),
+    inputs=input_lists,
+    env=st.dictionaries(names, names, max_size=3),
+)
+@settings(max_examples=300, deadline=None)
+def test_cache_keys_and_seeds_hash_exactly_their_structure(
+    asset: str,
+    partition: str,
+    code_version: str,
+    params: dict[Any, Any],
+    seed: int,
+    inputs: list[Any],
+    env: dict[str, str],
+) -> None:
+    """`cache_key` and `derive_seed` encode their parts directly: the same bytes as the structure they name."""
+    step = StepId(asset, partition)
+    whole = [STEP_KEY_TAG, asset, partition, code_version, params, seed, sorted(inputs), env]
+    assert cache_key(step, code_version, params, seed, inputs, env) == hash_struct(whole)
+    expected = int(hash_struct([SEED_TAG, seed, asset, partition])[3:11], 16) & 0x7FFFFFFF
+    assert derive_seed(seed, step) == expected

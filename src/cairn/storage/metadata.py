@@ -479,7 +479,7 @@ class MetadataStore(
             f"WHERE mat_id IN {latest} ORDER BY mat_id, position",
         ):
             inputs.setdefault(mat_id, []).append(InputRef(asset, partition, data_version))
-        decoded: dict[str, dict[str, str]] = {}
+        decoded: dict[str, Any] = {}
         out = {}
         for row in rows:
             mat = _materialization(row, tuple(inputs.get(row[0], ())), decoded)
@@ -682,21 +682,46 @@ def _run(row: Sequence[Any]) -> RunRecord:
 
 
 def _materialization(
-    row: Sequence[Any], inputs: tuple[InputRef, ...], code_parts: dict[str, dict[str, str]] | None = None
+    row: Sequence[Any], inputs: tuple[InputRef, ...], decoded: dict[str, Any] | None = None
 ) -> Materialization:
-    """A materialization from its row; `code_parts` memoizes that column's decoded text across rows (thousands
-    of assets built by one function share it), each record getting its own copy of the flat dict."""
-    values = dict(zip(_MAT_FIELDS, row, strict=True))
-    for name in _MAT_JSON:
-        text = values[name]
-        if name == "code_parts" and code_parts is not None:
-            parts = code_parts.get(text)
-            if parts is None:
-                parts = code_parts[text] = _loads(text)
-            values[name] = dict(parts)
-        else:
-            values[name] = _loads(text)
-    return Materialization(inputs=inputs, **values)
+    """A materialization from its row (columns `_MAT_COLUMNS`).
+
+    `decoded` memoizes the JSON columns' decoded text across rows (thousands of assets built by one function
+    share their code parts, many their params): each record gets its own copy of the flat dict.
+    """
+    (mat_id, asset, partition, key, version, size, fmt, pytype, run_id, attempt, code_version, code_parts) = row[:12]
+    params, seed, duration_s, created_at, metadata, metrics = row[12:]
+    return Materialization(
+        asset=asset,
+        partition=partition,
+        cache_key=key,
+        data_version=version,
+        size=size,
+        format=fmt,
+        pytype=pytype,
+        run_id=run_id,
+        attempt=attempt,
+        code_version=code_version,
+        code_parts=_loads_memo(code_parts, decoded),
+        params=_loads_memo(params, decoded),
+        seed=seed,
+        inputs=inputs,
+        duration_s=duration_s,
+        created_at=created_at,
+        metadata=_loads(metadata),
+        metrics=_loads(metrics),
+        id=mat_id,
+    )
+
+
+def _loads_memo(text: str, decoded: dict[str, Any] | None) -> Any:
+    # Only flat objects are shared (their copies share no list or dict inside).
+    if decoded is None or text == "{}" or not text.startswith("{") or "[" in text or text.count("{") > 1:
+        return _loads(text)
+    value = decoded.get(text)
+    if value is None:
+        value = decoded[text] = _loads(text)
+    return dict(value)
 
 
 _decode = json.JSONDecoder().raw_decode
