@@ -1,7 +1,7 @@
 """The step table: a selection of a project resolved into steps (asset x partition) with their key material.
 
     selection ─▶ target keys ─▶ expand (inputs per step) ─▶ spec per step (code, params, seed, env, source)
-                                                          └▶ children, critical-path priority, prechecks
+                                                          └▶ children, prechecks
 
 Built once per run, or once for `cairn plan`, `status` and `why` without an engine; immutable after. Source
 files are observed (hashed, with a stat cache) while it is built; nothing else is written.
@@ -51,8 +51,6 @@ class PrepareReads(Protocol):
 
     def snapshot(self, name: str) -> dict[tuple[str, str], Materialization]: ...
 
-    def mean_durations(self) -> dict[str, float]: ...
-
 
 class Presence(Protocol):
     def present(self, mat: Materialization) -> bool: ...
@@ -79,7 +77,6 @@ class StepTable:
 
     order: tuple[StepId, ...]
     steps: Mapping[StepId, PreparedStep]
-    priority: Mapping[StepId, float]  # longest remaining chain from the step, by past durations
     keys: Mapping[str, Sequence[str]]  # every partition key of each asset the selection touches
     now: datetime
 
@@ -92,6 +89,11 @@ class StepTable:
     def keys_of(self, asset: AssetDef) -> Sequence[str]:
         """Every partition key of an asset with a drift check (what its reference is chosen from)."""
         return self.keys[asset.name]
+
+    def priority(self, durations: Mapping[str, float]) -> dict[StepId, float]:
+        """The longest remaining chain from each step, weighted by past durations per asset (a run asks it
+        once something executes; a plan never needs it)."""
+        return critical_path(self.order, {s: self.steps[s].children for s in self.order}, durations)
 
     def specs(self) -> dict[StepId, StepSpec]:
         return {s: self.steps[s].spec for s in self.order}
@@ -180,8 +182,7 @@ class _Builder:
                 self.keys(graph.assets[name])
         self.observer.save()
         self.project.save_code_cache()
-        priority = critical_path(order, children, meta.mean_durations())
-        return StepTable(tuple(order), steps, priority, dict(self.all_keys), self.now)
+        return StepTable(tuple(order), steps, dict(self.all_keys), self.now)
 
     def keys(self, asset: AssetDef) -> list[str]:
         """Every partition key of an asset that exists now (computed once)."""

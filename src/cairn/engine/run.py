@@ -161,6 +161,7 @@ class Engine:
         self.table: StepTable | None = None
         self.states: dict[StepId, _State] = {}
         self.ready: list[tuple[float, int, StepId]] = []  # (-priority, sequence, step)
+        self.priority: dict[StepId, float] | None = None  # read when the first step is ready to execute
         self.running: dict[int, StepId] = {}  # executor ticket -> step
         self.staged: list[tuple[StepId, StepOutcome]] = []  # finished and stored, waiting for the next group
         self.staged_at = 0.0  # monotonic time the first of them was staged
@@ -399,8 +400,10 @@ class Engine:
     def _push(self, step: StepId) -> None:
         self._seq += 1
         self.states[step].status = S.READY
-        assert self.table is not None
-        heapq.heappush(self.ready, (-self.table.priority.get(step, 0.0), self._seq, step))
+        if self.priority is None:
+            assert self.table is not None
+            self.priority = self.table.priority(self.meta.mean_durations())
+        heapq.heappush(self.ready, (-self.priority.get(step, 0.0), self._seq, step))
 
     def _resolve(
         self, step: StepId, status: S, reason: str, mat: R.Materialization, decide_children: bool = True
