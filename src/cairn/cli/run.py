@@ -360,7 +360,10 @@ def summary(result: RunResult, elapsed: float, saved_s: float | None = None) -> 
         console().print(grid)
     for s in result.steps:
         if s.status == "failed" and s.error:
-            console().print(f"[bold red]{step_label(s.asset, s.partition)} failed[/]:\n{escape(s.error)}")
+            # not wrapped: a path in the error stays whole in a log file
+            console().print(
+                f"[bold red]{step_label(s.asset, s.partition)} failed[/]:\n{escape(s.error)}", soft_wrap=True
+            )
     counts = ", ".join(f"{result.count(k)} {k}" for k in ("executed", "cached", "failed", "skipped") if result.count(k))
     if saved_s is not None:
         from cairn.cli.observability import spoken

@@ -325,7 +325,8 @@ class LocalArtifactStore:
     def object_path(self, digest: str) -> str:
         """Where the object named ``digest`` lives (whether or not it exists)."""
         hex_digest = check_digest(digest)
-        return os.path.join(self.objects_dir, hex_digest[:2], hex_digest[2:])
+        # os.path.join's result, built directly: a plan of 20,000 cached steps asks for 20,000 of these
+        return f"{self.objects_dir}{os.sep}{hex_digest[:2]}{os.sep}{hex_digest[2:]}"
 
     def writer(self) -> HashingWriter:
         """A writer for one new object."""
