@@ -46,7 +46,7 @@ def auc_floor(model, ctx) -> bool:
 ROLES = ("viewer", "operator", "approver", "admin")
 USER_OF = {"viewer": "vic", "operator": "olga", "approver": "bob", "admin": "admin"}
 PATH_VALUES = {"name": "ranker", "version": "1", "run_id": "latest", "other": "latest", "backfill_id": "latest"}
-PATH_VALUES |= {"alias": "champion"}
+PATH_VALUES |= {"alias": "champion", "user": "vic"}
 
 
 @dataclass
@@ -192,6 +192,106 @@ def test_an_approver_approves_and_promotes_another_users_version_and_the_author_
     assert back.status_code == 409 and "nothing to roll back to" in back.json()["detail"]
 
 
+def test_an_admin_adds_a_user_changes_their_role_and_disables_them_and_each_is_audited(site: Site) -> None:
+    admin = site.auth("admin")
+    added = site.client.post("/api/v1/users", headers=admin, json={"name": "carol", "role": "viewer"})
+    assert added.status_code == 201, added.text
+    token = added.json()["token"]
+    assert added.json()["name"] == "carol" and token.startswith("cairn_")
+    carol = {"Authorization": f"Bearer {token}"}
+    assert site.client.get("/api/v1/me", headers=carol).json() == {"name": "carol", "role": "viewer"}
+    taken = site.client.post("/api/v1/users", headers=admin, json={"name": "carol", "role": "viewer"})
+    assert taken.status_code == 400 and "carol" in taken.json()["detail"]
+    bad_role = site.client.post("/api/v1/users", headers=admin, json={"name": "dan", "role": "root"})
+    assert bad_role.status_code == 400
+    changed = site.client.post("/api/v1/users/carol/role", headers=admin, json={"role": "operator"})
+    assert changed.status_code == 200 and changed.json()["role"] == "operator"
+    assert site.client.get("/api/v1/me", headers=carol).json()["role"] == "operator"
+    last_admin = site.client.post("/api/v1/users/admin/role", headers=admin, json={"role": "viewer"})
+    assert last_admin.status_code == 400, last_admin.text
+    assert site.client.post("/api/v1/users/carol/disable", headers=admin).status_code == 200
+    assert site.client.get("/api/v1/me", headers=carol).status_code == 401
+    users = {u["name"]: u for u in site.client.get("/api/v1/users", headers=admin).json()}
+    assert users["carol"]["disabled_at"] is not None and token not in str(users)
+    audit = site.client.get("/api/v1/audit", headers=admin, params={"subject": "carol"}).json()
+    assert [(e["actor"], e["action"]) for e in audit] == [
+        ("admin", "user.disable"),
+        ("admin", "user.role"),
+        ("admin", "user.add"),
+    ]
+
+
+def test_a_user_rotates_their_own_token_but_not_someone_elses(site: Site) -> None:
+    old = site.auth("vic")
+    other = site.client.post("/api/v1/users/bob/token", headers=old)
+    assert other.status_code == 403 and "admin" in other.json()["detail"]
+    rotated = site.client.post("/api/v1/users/vic/token", headers=old)
+    assert rotated.status_code == 200, rotated.text
+    assert site.client.get("/api/v1/me", headers=old).status_code == 401
+    new = {"Authorization": f"Bearer {rotated.json()['token']}"}
+    assert site.client.get("/api/v1/me", headers=new).json()["name"] == "vic"
+    # the session cookie alone cannot change a token: a state change needs the bearer header
+    client = site.login("bob")
+    assert client.post("/api/v1/users/bob/token").status_code == 401
+
+
+PARTITIONED = """
+from cairn import AllPartitions, asset, static
+
+PARTS = static("p1", "p2", "p3", "p4")
+
+@asset(partitions=PARTS)
+def counts(ctx) -> int:
+    return len(ctx.partition)
+
+@asset(ins={"counts": AllPartitions("counts")})
+def total(counts: dict) -> int:
+    return sum(counts.values())
+"""
+
+
+def test_an_operator_starts_a_backfill_that_runs_its_range_and_is_audited(
+    make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(PARTITIONED)
+    settings = load_settings(root)
+    with open_metadata(settings.database, settings.root) as meta:
+        admin = add_user(meta, "admin", "admin", None)
+        olga = add_user(meta, "olga", "operator", "admin")
+        vic = add_user(meta, "vic", "viewer", "admin")
+    with TestClient(create_app(root), follow_redirects=False) as client:
+        headers = {"Authorization": f"Bearer {olga}"}
+        viewer = client.post("/api/v1/backfills", headers={"Authorization": f"Bearer {vic}"}, json={})
+        assert viewer.status_code == 403
+        for body, why in (
+            ({"selection": ["total"], "from": "p1", "to": "p2"}, "no selected asset is partitioned"),
+            ({"selection": ["counts"], "from": "p1", "to": "p9"}, "p9"),
+            ({"selection": ["nope"], "from": "p1", "to": "p2"}, "asset 'nope' is not defined"),
+        ):
+            refused = client.post("/api/v1/backfills", headers=headers, json=body)
+            assert refused.status_code == 400 and why in refused.json()["detail"], (body, refused.text)
+        assert client.get("/api/v1/backfills", headers=headers).json() == []  # nothing recorded
+        started = client.post(
+            "/api/v1/backfills", headers=headers, json={"selection": ["counts"], "from": "p2", "to": "p3"}
+        )
+        assert started.status_code == 202, started.text
+        backfill_id, run_id = started.json()["backfill_id"], started.json()["run_id"]
+        deadline = time.monotonic() + 60
+        while True:
+            found = client.get(f"/api/v1/backfills/{backfill_id}", headers=headers).json()
+            if found["status"] not in ("pending", "running") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert found["status"] == "succeeded", found
+        assert found["runs"] == [run_id] and (found["done"], found["total"]) == (2, 2)
+        run = client.get(f"/api/v1/runs/{run_id}", headers=headers).json()
+        assert sorted((s["asset"], s["partition"]) for s in run["steps"]) == [("counts", "p2"), ("counts", "p3")]
+        assert run["args"]["actor"] == "olga"
+        audit = client.get("/api/v1/audit", headers=headers, params={"action": "backfill.start"}).json()
+        assert [(e["actor"], e["subject"]) for e in audit] == [("olga", backfill_id)]
+        assert admin  # the first user is the admin who added the others
+
+
 BAD = ["..", "../etc", "..%2F..%2Fetc%2Fpasswd", "a%2F..%2Fb", "x'%20OR%20'1'='1", "a;drop", "%00", "a%20b", "~root"]
 
 
@@ -233,6 +333,12 @@ def test_traversal_and_injection_in_paths_and_queries_are_refused_and_touch_noth
         ("/api/v1/models/ranker/1/promote", {"alias": bad}),
         ("/api/v1/runs", {"selection": [bad]}),
         ("/api/v1/runs", {"selection": ["ranker"], "partition": bad}),
+        ("/api/v1/backfills", {"selection": [bad], "from": "a", "to": "b"}),
+        ("/api/v1/backfills", {"selection": ["ranker"], "from": bad, "to": "b"}),
+        ("/api/v1/users", {"name": bad, "role": "viewer"}),
+        (f"/api/v1/users/{bad}/role", {"role": "viewer"}),
+        (f"/api/v1/users/{bad}/disable", {}),
+        (f"/api/v1/users/{bad}/token", {}),
     ):
         answer = site.client.post(path, headers=headers, json=body)
         assert 400 <= answer.status_code < 500, (path, body, answer.status_code, answer.text)
@@ -306,6 +412,49 @@ def test_a_viewers_session_cannot_start_a_run_from_a_page(site: Site) -> None:
     assert csrf is not None
     assert client.post("/runs", data={"selection": "ranker", "csrf": csrf.group(1)}).status_code == 403
     assert len(client.get("/api/v1/runs").json()) == 1
+
+
+def test_an_admin_changes_a_role_and_disables_a_user_from_the_users_page_which_shows_no_token(site: Site) -> None:
+    bob = site.login("bob")
+    assert "/users" not in bob.get("/assets").text and bob.get("/users").status_code == 403
+    bob.post("/logout", data={"csrf": _csrf(bob, "/assets")})
+    client = site.login("admin")
+    page = client.get("/users")
+    assert page.status_code == 200 and 'data-user="vic"' in page.text
+    assert not any(token in page.text for token in site.tokens.values())
+    assert client.post("/users/vic/role", data={"role": "operator"}).status_code == 403  # no CSRF token
+    csrf = _csrf(client, "/users")
+    assert client.post("/users/vic/role", data={"role": "operator", "csrf": csrf}).status_code == 303
+    assert client.post("/users/olga/disable", data={"csrf": csrf}).status_code == 303
+    refused = client.post("/users/admin/disable", data={"csrf": csrf})  # the last enabled admin
+    assert refused.status_code == 303 and refused.headers["location"] == "/users"
+    with site.meta() as meta:
+        users = {u.name: u for u in meta.users()}
+    assert users["vic"].role == "operator" and not users["olga"].enabled and users["admin"].enabled
+    assert site.client.get("/api/v1/me", headers=site.auth("olga")).status_code == 401
+
+
+def test_an_operator_starts_a_backfill_from_the_backfills_page_and_a_viewer_cannot(site: Site) -> None:
+    viewer = site.login("vic")
+    assert 'id="backfill-form"' not in viewer.get("/backfills").text
+    denied = viewer.post("/backfills", data={"from": "a", "to": "b", "csrf": _csrf(viewer, "/backfills")})
+    assert denied.status_code == 403
+    viewer.post("/logout", data={"csrf": _csrf(viewer, "/assets")})
+    client = site.login("olga")
+    assert 'id="backfill-form"' in client.get("/backfills").text
+    refused = client.post(
+        "/backfills", data={"selection": "ranker", "from": "a", "to": "b", "csrf": _csrf(client, "/backfills")}
+    )
+    assert refused.status_code == 303 and refused.headers["location"] == "/backfills"
+    assert "no selected asset is partitioned" in client.get("/backfills").text  # the flash message
+    with site.meta() as meta:
+        assert meta.backfills() == []
+
+
+def _csrf(client: TestClient, path: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+    assert found is not None, path
+    return found.group(1)
 
 
 def test_login_refuses_a_wrong_token_and_a_missing_csrf_token(site: Site) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cairn.config import parse_overrides
@@ -187,9 +187,13 @@ def execute(
     record: BackfillRecord,
     on_event: EventSink | None = None,
     executor: Executor | None = None,
+    actor: str | None = None,
 ) -> BackfillResult:
-    """Run a recorded backfill (again) with its recorded options; the record takes the run's final status."""
-    options = run_options(record)
+    """Run a recorded backfill (again) with its recorded options; the record takes the run's final status.
+
+    `actor` is who the run is by when that is not the user of ``CAIRN_TOKEN`` (a backfill started from the web).
+    """
+    options = replace(run_options(record), actor=actor)
     with api.open_stores(project.settings) as stores:
 
         def link(event: Event) -> None:

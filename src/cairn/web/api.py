@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from cairn import registry
+from cairn import registry, security
 from cairn.core.keys import validate_name
 from cairn.security import Role
 from cairn.web import asset_views, run_views, runner, views
@@ -27,9 +27,10 @@ def _role(role: Role) -> dict[str, Any]:
 
 
 Viewer = Annotated[Caller, Depends(need(Role.VIEWER, "reading", cookie=True))]
-Operator = Annotated[Caller, Depends(need(Role.OPERATOR, "starting a run"))]
+Member = Annotated[Caller, Depends(need(Role.VIEWER, "rotating a token"))]  # any user, with a bearer token
+Operator = Annotated[Caller, Depends(need(Role.OPERATOR, "starting a run or a backfill"))]
 Approver = Annotated[Caller, Depends(need(Role.APPROVER, "approving, promoting or rolling back a model"))]
-Admin = Annotated[Caller, Depends(need(Role.ADMIN, "listing users"))]
+Admin = Annotated[Caller, Depends(need(Role.ADMIN, "managing users"))]
 VIEW = _role(Role.VIEWER)
 
 
@@ -42,6 +43,21 @@ class RunRequest(BaseModel):
     selection: list[str] = Field(default_factory=list, max_length=100)
     partition: str | None = Field(default=None, max_length=256)
     force: bool = False
+
+
+class BackfillRequest(BaseModel):
+    selection: list[str] = Field(default_factory=list, max_length=100)
+    first: str = Field(alias="from", max_length=256)
+    last: str = Field(alias="to", max_length=256)
+
+
+class NewUser(BaseModel):
+    name: str = Field(max_length=128)
+    role: str = Field(max_length=16)
+
+
+class RoleChange(BaseModel):
+    role: str = Field(max_length=16)
 
 
 class ApproveRequest(BaseModel):
@@ -153,6 +169,15 @@ def list_backfills(caller: Viewer, limit: Limit = 50) -> list[dict[str, Any]]:
     return views.backfills(caller.meta, limit)
 
 
+@router.post("/backfills", openapi_extra=_role(Role.OPERATOR), status_code=202)
+def start_backfill(request: Request, caller: Operator, body: BackfillRequest) -> dict[str, Any]:
+    """Record a backfill of the selection over partitions ``from`` to ``to`` and start its run in the background
+    (`cairn backfill SEL --from A --to B`); returns both ids at once. Audited as ``backfill.start``."""
+    state = _state(request)
+    backfill_id, run_id = runner.start_backfill(state, caller.meta, caller.user, body.selection, body.first, body.last)
+    return {"backfill_id": backfill_id, "run_id": run_id}
+
+
 @router.get("/backfills/{backfill_id}", openapi_extra=VIEW)
 def get_backfill(caller: Viewer, backfill_id: str) -> dict[str, Any]:
     """One backfill (an id, a prefix or ``latest``): progress, runs, and the status of each step so far."""
@@ -238,3 +263,30 @@ def verify_audit(caller: Viewer) -> dict[str, Any]:
 def list_users(caller: Admin) -> list[dict[str, Any]]:
     """The project's users and roles (never a token or its hash)."""
     return [u.to_dict() for u in caller.meta.users()]
+
+
+@router.post("/users", openapi_extra=_role(Role.ADMIN), status_code=201)
+def add_user(caller: Admin, body: NewUser) -> dict[str, Any]:
+    """Add a user (`cairn users add`); the answer holds their token, this once: only its hash is stored.
+    Audited as ``user.add``."""
+    token = security.add_user(caller.meta, body.name, body.role, caller.user)
+    return {"name": body.name, "role": Role.parse(body.role).value, "token": token}
+
+
+@router.post("/users/{user}/role", openapi_extra=_role(Role.ADMIN))
+def change_role(caller: Admin, user: str, body: RoleChange) -> dict[str, Any]:
+    """Give a user another role (`cairn users role`); the last enabled admin keeps theirs. Audited as ``user.role``."""
+    return security.set_role(caller.meta, user, body.role, caller.user).to_dict()
+
+
+@router.post("/users/{user}/disable", openapi_extra=_role(Role.ADMIN))
+def disable_user(caller: Admin, user: str) -> dict[str, Any]:
+    """Disable a user for good: their token stops working (`cairn users disable`). Audited as ``user.disable``."""
+    return security.disable_user(caller.meta, user, caller.user).to_dict()
+
+
+@router.post("/users/{user}/token", openapi_extra=VIEW)
+def rotate_token(caller: Member, user: str) -> dict[str, Any]:
+    """A new token for a user, shown this once; the old one stops working. Anyone may rotate their own token,
+    an admin anyone's (403 otherwise). Audited as ``user.rotate``."""
+    return {"name": user, "token": security.rotate_token(caller.meta, user, caller.user)}

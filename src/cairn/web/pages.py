@@ -25,7 +25,7 @@ from cairn.web import asset_views, record_pages, run_views, runner, views
 from cairn.web.auth import SESSION_COOKIE, authenticate
 from cairn.web.graph import layered_svg
 from cairn.web.plots import duration_histogram, metric_plot, partition_heatmap
-from cairn.web.session import Approver, Operator, Viewer, app_state, checked, form, redirect, render
+from cairn.web.session import Approver, Operator, Viewer, app_state, checked, form, form_action, render
 from cairn.web.timeline import timeline_svg
 
 router = APIRouter(include_in_schema=False)
@@ -127,16 +127,13 @@ def runs_page(request: Request, caller: Viewer, status: str | None = None) -> HT
 @router.post("/runs")
 async def start_run_page(request: Request, caller: Operator) -> Response:
     """Start a run from a form (the assets, asset and graph pages); a refused selection comes back as a flash."""
-    fields = await form(request)
-    checked(request, caller, fields)
-    selection = fields.get("selection", "").split()
-    back = fields.get("next", "/assets")
-    try:
-        force = fields.get("force") == "on"
+
+    def act(fields: dict[str, str]) -> tuple[str, str]:
+        selection, force = fields.get("selection", "").split(), fields.get("force") == "on"
         run_id = runner.start_run(app_state(request), caller.meta, caller.user, selection, force=force)
-    except CairnError as e:
-        return redirect(back, "error", str(e))
-    return redirect(f"/runs/{quote(run_id)}", "ok", f"run {run_id} started")
+        return f"/runs/{quote(run_id)}", f"run {run_id} started"
+
+    return await form_action(request, caller, "/assets", act)
 
 
 @router.get("/runs/{run_id}")
@@ -182,37 +179,31 @@ def models_page(request: Request, caller: Viewer) -> HTMLResponse:
 
 @router.post("/models/{name}/{version}/approve")
 async def approve_page(request: Request, caller: Approver, name: str, version: int) -> Response:
-    fields = await form(request)
-    checked(request, caller, fields)
-    try:
+    def act(fields: dict[str, str]) -> tuple[str, str]:
         registry.approve(caller.meta, _model(name), version, fields.get("reason", ""), caller.environ)
-    except CairnError as e:
-        return redirect("/models", "error", str(e))
-    return redirect("/models", "ok", f"approved {name} version {version}")
+        return "/models", f"approved {name} version {version}"
+
+    return await form_action(request, caller, "/models", act)
 
 
 @router.post("/models/{name}/{version}/promote")
 async def promote_page(request: Request, caller: Approver, name: str, version: int) -> Response:
-    fields = await form(request)
-    checked(request, caller, fields)
-    alias = fields.get("alias") or registry.DEFAULT_ALIAS
-    try:
+    def act(fields: dict[str, str]) -> tuple[str, str]:
+        alias = fields.get("alias") or registry.DEFAULT_ALIAS
         registry.promote(caller.meta, _model(name), version, alias, caller.environ, fields.get("reason", ""))
-    except CairnError as e:
-        return redirect("/models", "error", str(e))
-    return redirect("/models", "ok", f"{alias} of {name} now points at version {version}")
+        return "/models", f"{alias} of {name} now points at version {version}"
+
+    return await form_action(request, caller, "/models", act)
 
 
 @router.post("/models/{name}/rollback")
 async def rollback_page(request: Request, caller: Approver, name: str) -> Response:
-    fields = await form(request)
-    checked(request, caller, fields)
-    alias = fields.get("alias") or registry.DEFAULT_ALIAS
-    try:
+    def act(fields: dict[str, str]) -> tuple[str, str]:
+        alias = fields.get("alias") or registry.DEFAULT_ALIAS
         registry.rollback(caller.meta, _model(name), alias, caller.environ, fields.get("reason", ""))
-    except CairnError as e:
-        return redirect("/models", "error", str(e))
-    return redirect("/models", "ok", f"{alias} of {name} rolled back")
+        return "/models", f"{alias} of {name} rolled back"
+
+    return await form_action(request, caller, "/models", act)
 
 
 def _model(name: str) -> str:

@@ -8,7 +8,7 @@ HttpOnly cookie that the next page shows once (as ``#flash-error`` or ``#flash-o
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote
@@ -17,7 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from cairn.errors import AccessDenied
+from cairn.errors import AccessDenied, CairnError
 from cairn.security import Role, check_role
 from cairn.storage.metadata import open_metadata
 from cairn.web.auth import SESSION_COOKIE, Caller, authenticate, csrf_ok, csrf_token
@@ -66,8 +66,9 @@ def page_user(role: Role, action: str) -> Any:
 
 
 Viewer = Annotated[Caller, page_user(Role.VIEWER, "reading")]
-Operator = Annotated[Caller, page_user(Role.OPERATOR, "starting a run")]
+Operator = Annotated[Caller, page_user(Role.OPERATOR, "starting a run or a backfill")]
 Approver = Annotated[Caller, page_user(Role.APPROVER, "approving, promoting or rolling back a model")]
+Admin = Annotated[Caller, page_user(Role.ADMIN, "managing users")]
 
 
 def render(request: Request, caller: Caller | None, name: str, code: int = 200, **context: Any) -> HTMLResponse:
@@ -107,6 +108,21 @@ def checked(request: Request, caller: Caller, fields: dict[str, str]) -> None:
     """Refuse (403) a form post whose CSRF token is not the session's, before anything changes."""
     if not csrf_ok(app_state(request).secret, caller.token, fields.get("csrf", "")):
         raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page and try again")
+
+
+async def form_action(
+    request: Request, caller: Caller, back: str, act: Callable[[dict[str, str]], tuple[str, str]]
+) -> RedirectResponse:
+    """A page's form post: refuse it without the session's CSRF token, else ``act(fields)``, which returns the
+    page to go to and what to say there; a refusal (any `CairnError`) goes back to the form's ``next`` field
+    or `back`, with its message."""
+    fields = await form(request)
+    checked(request, caller, fields)
+    try:
+        target, message = act(fields)
+    except CairnError as e:
+        return redirect(fields.get("next") or back, "error", str(e))
+    return redirect(target, "ok", message)
 
 
 def redirect(url: str, kind: str | None = None, message: str = "") -> RedirectResponse:
