@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from cairn.security import add_user
 from cairn.storage.metadata import MetadataStore, open_metadata
 from cairn.web import create_app
 from tests.conftest import ProjectFactory, cli
+from tests.web_site import Site, add_users
 
 PIPELINE = """
 from cairn import Context, asset, gate
@@ -49,31 +49,6 @@ PATH_VALUES = {"name": "ranker", "version": "1", "run_id": "latest", "other": "l
 PATH_VALUES |= {"alias": "champion", "user": "vic"}
 
 
-@dataclass
-class Site:
-    """A trained project with one user per role (alice, an approver, trained the model) and a client."""
-
-    root: Path
-    tokens: dict[str, str]
-    client: TestClient
-
-    def auth(self, user: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[user]}"}
-
-    def meta(self) -> MetadataStore:
-        settings = load_settings(self.root)
-        return open_metadata(settings.database, settings.root)
-
-    def login(self, user: str) -> TestClient:
-        """A client whose browser session is `user`'s, logged in through the form."""
-        page = self.client.get("/login")
-        nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
-        assert nonce is not None
-        done = self.client.post("/login", data={"token": self.tokens[user], "csrf": nonce.group(1)})
-        assert done.status_code == 303 and done.headers["location"] == "/assets", done.text
-        return self.client
-
-
 @pytest.fixture(autouse=True)
 def no_ambient_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CAIRN_TOKEN", raising=False)
@@ -82,11 +57,7 @@ def no_ambient_token(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def site(make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     root = make_project(PIPELINE)
-    settings = load_settings(root)
-    with open_metadata(settings.database, settings.root) as meta:
-        tokens = {"admin": add_user(meta, "admin", "admin", None)}
-        for name, role in (("alice", "approver"), ("bob", "approver"), ("olga", "operator"), ("vic", "viewer")):
-            tokens[name] = add_user(meta, name, role, "admin")
+    tokens = add_users(root)
     monkeypatch.setenv("CAIRN_TOKEN", tokens["alice"])
     assert cairn.materialize(["ranker"], project=root).ok
     monkeypatch.delenv("CAIRN_TOKEN")

@@ -8,7 +8,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,11 @@ from fastapi.testclient import TestClient
 import cairn
 from cairn import registry
 from cairn.config import load_settings
-from cairn.security import TOKEN_VARIABLE, add_user
-from cairn.storage.metadata import MetadataStore, open_metadata
+from cairn.security import TOKEN_VARIABLE
+from cairn.storage.metadata import open_metadata
 from cairn.web import create_app
 from tests.conftest import ProjectFactory
+from tests.web_site import Site, add_users
 
 PIPELINE = """
 import time
@@ -81,29 +82,11 @@ QUALITIES = (0.9, 0.95, 0.85)
 
 
 @dataclass
-class Site:
+class TrainedSite(Site):
     """A project with three trainings of the ranker (alice trained them), a retried step, a backfill, a snapshot,
-    a promoted alias and a failed run; a client logged in as bob (an approver)."""
+    a promoted alias and a failed run."""
 
-    root: Path
-    tokens: dict[str, str]
-    client: TestClient
-    trainings: list[str]
-
-    def meta(self) -> MetadataStore:
-        settings = load_settings(self.root)
-        return open_metadata(settings.database, settings.root)
-
-    def login(self, user: str) -> TestClient:
-        page = self.client.get("/login")
-        nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
-        assert nonce is not None
-        done = self.client.post("/login", data={"token": self.tokens[user], "csrf": nonce.group(1)})
-        assert done.status_code == 303, done.text
-        return self.client
-
-    def auth(self, user: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[user]}"}
+    trainings: list[str] = field(default_factory=list)
 
 
 @pytest.fixture(autouse=True)
@@ -112,13 +95,10 @@ def no_ambient_token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def site(make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+def site(make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrainedSite]:
     root = make_project(PIPELINE)
     settings = load_settings(root)
-    with open_metadata(settings.database, settings.root) as meta:
-        tokens = {"admin": add_user(meta, "admin", "admin", None)}
-        for name, role in (("alice", "approver"), ("bob", "approver"), ("olga", "operator"), ("vic", "viewer")):
-            tokens[name] = add_user(meta, name, role, "admin")
+    tokens = add_users(root)
     monkeypatch.setenv(TOKEN_VARIABLE, tokens["alice"])
     trainings = []
     for quality in QUALITIES:
@@ -136,7 +116,7 @@ def site(make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch) -> Itera
         registry.promote(meta, "ranker", 2, "champion", {TOKEN_VARIABLE: tokens["bob"]}, "best so far")
     monkeypatch.delenv(TOKEN_VARIABLE)
     with TestClient(create_app(root), follow_redirects=False) as client:
-        yield Site(root, tokens, client, trainings)
+        yield TrainedSite(root, tokens, client, trainings)
 
 
 def _page(client: TestClient, path: str) -> str:
@@ -151,7 +131,7 @@ def _svg(html: str, css_class: str) -> list[str]:
 
 
 def test_the_asset_page_plots_each_metric_with_a_point_per_training_and_a_histogram_of_its_durations(
-    site: Site,
+    site: TrainedSite,
 ) -> None:
     html = _page(site.login("vic"), "/assets/ranker")
     plots = _svg(html, "metric-plot")
@@ -173,7 +153,7 @@ def test_the_asset_page_plots_each_metric_with_a_point_per_training_and_a_histog
     assert durations["count"] == 3 and [d["run_id"] for d in durations["executions"]] == site.trainings
 
 
-def test_a_partitioned_asset_shows_a_heat_map_cell_per_partition_coloured_by_state(site: Site) -> None:
+def test_a_partitioned_asset_shows_a_heat_map_cell_per_partition_coloured_by_state(site: TrainedSite) -> None:
     html = _page(site.login("vic"), "/assets/daily_counts")
     heat = _svg(html, "partition-heatmap")
     assert len(heat) == 1
@@ -189,7 +169,7 @@ def test_a_partitioned_asset_shows_a_heat_map_cell_per_partition_coloured_by_sta
     assert not _svg(_page(site.client, "/assets/events"), "partition-heatmap")
 
 
-def test_the_run_page_draws_a_timeline_row_per_step_with_a_bar_per_attempt(site: Site) -> None:
+def test_the_run_page_draws_a_timeline_row_per_step_with_a_bar_per_attempt(site: TrainedSite) -> None:
     client = site.login("vic")
     with site.meta() as meta:
         run_id = next(r.run_id for r in meta.list_runs(50) if r.selection == "flaky")
@@ -231,7 +211,7 @@ def _bar(attempt: int, start: float, end: float) -> dict[str, Any]:
     return {"attempt": attempt, "status": "succeeded", "start_s": start, "end_s": end, "error": None}
 
 
-def test_the_progress_endpoint_reports_a_running_run_until_it_ends(site: Site) -> None:
+def test_the_progress_endpoint_reports_a_running_run_until_it_ends(site: TrainedSite) -> None:
     client = site.login("olga")
     page = client.get("/assets/slow")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
@@ -267,7 +247,7 @@ def _wait_for(path: Path) -> None:
         time.sleep(0.02)
 
 
-def test_the_diff_page_shows_two_trainings_side_by_side_with_the_changed_param(site: Site) -> None:
+def test_the_diff_page_shows_two_trainings_side_by_side_with_the_changed_param(site: TrainedSite) -> None:
     client = site.login("vic")
     first, second = site.trainings[:2]
     html = _page(client, f"/diff?a={first}&b={second}")
@@ -292,7 +272,7 @@ def test_the_diff_page_shows_two_trainings_side_by_side_with_the_changed_param(s
     assert 'id="compare-form"' in _page(client, "/diff") and 'id="compare-form"' in _page(client, "/runs")
 
 
-def test_backfill_snapshot_alias_audit_and_incident_pages_show_their_records(site: Site) -> None:
+def test_backfill_snapshot_alias_audit_and_incident_pages_show_their_records(site: TrainedSite) -> None:
     client = site.login("vic")
     backfills = client.get("/api/v1/backfills").json()
     assert len(backfills) == 1 and backfills[0]["done"] == backfills[0]["total"] == 3
@@ -332,7 +312,7 @@ def test_backfill_snapshot_alias_audit_and_incident_pages_show_their_records(sit
         assert f'href="{link}"' in nav.group(0)
 
 
-def test_a_broken_audit_chain_is_shown_as_broken(site: Site) -> None:
+def test_a_broken_audit_chain_is_shown_as_broken(site: TrainedSite) -> None:
     with sqlite3.connect(site.root / ".cairn" / "cairn.db") as db:
         db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
     html = _page(site.login("vic"), "/audit")
@@ -340,7 +320,7 @@ def test_a_broken_audit_chain_is_shown_as_broken(site: Site) -> None:
 
 
 def test_the_asset_page_lists_its_code_versions_with_the_run_and_git_commit_that_first_used_each(
-    site: Site,
+    site: TrainedSite,
 ) -> None:
     import subprocess
 
@@ -379,7 +359,7 @@ def test_the_asset_page_lists_its_code_versions_with_the_run_and_git_commit_that
     assert "Dana Coder" in html and "ranker: count one more" in html
 
 
-def test_the_graph_has_a_node_per_asset_and_operators_get_a_run_form(site: Site) -> None:
+def test_the_graph_has_a_node_per_asset_and_operators_get_a_run_form(site: TrainedSite) -> None:
     html = _page(site.login("vic"), "/graph")
     graph = re.search(r'<svg[^>]*id="asset-graph".*?</svg>', html, re.S)
     assert graph is not None and "viewBox=" in graph.group(0)
@@ -397,7 +377,7 @@ def test_the_graph_has_a_node_per_asset_and_operators_get_a_run_form(site: Site)
     assert 'id="run-form"' in _page(site.login("olga"), "/graph")
 
 
-def test_a_refused_approval_comes_back_as_a_flash_error_and_an_accepted_one_as_a_flash_ok(site: Site) -> None:
+def test_a_refused_approval_comes_back_as_a_flash_error_and_an_accepted_one_as_a_flash_ok(site: TrainedSite) -> None:
     client = site.login("alice")  # alice trained the ranker: approving her own version is refused
     models = _page(client, "/models")
     assert 'button type="submit" data-action="approve"' in models and 'data-action="promote"' in models
@@ -426,7 +406,7 @@ BAD = ["..", "../etc", "..%2F..%2Fetc%2Fpasswd", "a%2F..%2Fb", "x'%20OR%20'1'='1
 
 
 @pytest.mark.parametrize("bad", BAD)
-def test_bad_names_in_the_new_pages_and_routes_are_refused_with_a_message(site: Site, bad: str) -> None:
+def test_bad_names_in_the_new_pages_and_routes_are_refused_with_a_message(site: TrainedSite, bad: str) -> None:
     client = site.login("admin")
     # A path segment of dots alone never arrives (clients resolve it): the bad value follows a letter there.
     for path in (
