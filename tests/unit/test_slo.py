@@ -21,7 +21,7 @@ from cairn.observability.logs import JsonEvents, event_record
 from cairn.observability.measures import build_report, statistic, summarize
 from cairn.observability.prometheus import render_metrics
 from cairn.observability.slo import evaluate, holds
-from cairn.storage.observability import AlertRecord, IncidentRecord, IncidentStep, RunFact, StepFact
+from cairn.storage.observations import AlertRecord, IncidentRecord, IncidentStep, RunFact, StepFact
 
 ROOT = Path("/project")
 DAY = 86400.0

@@ -14,8 +14,8 @@ from cairn.automation.cron import next_due
 from cairn.core.automation import SCHEDULE, SENSOR, AutomationState, Schedule, Sensor, TickRecord, iso
 from cairn.errors import UsageError, did_you_mean
 from cairn.project import Project
-from cairn.registry.authors import os_user
 from cairn.security import Role, require
+from cairn.security.authors import os_user
 from cairn.storage.metadata import MetadataStore
 
 

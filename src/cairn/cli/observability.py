@@ -16,7 +16,7 @@ from cairn.errors import UsageError
 if TYPE_CHECKING:
     from cairn.observability.measures import Report, Summary
     from cairn.observability.slo import SloStatus
-    from cairn.storage.observability import AlertRecord, IncidentRecord
+    from cairn.storage.observations import AlertRecord, IncidentRecord
 
 
 def register(app: typer.Typer) -> None:

@@ -57,7 +57,7 @@ from cairn.errors import (
 from cairn.executors.base import Completed, Executor
 from cairn.executors.factory import create_executor
 from cairn.project import Project
-from cairn.registry.authors import run_author
+from cairn.security.authors import run_author
 from cairn.storage.artifacts import LocalArtifactStore, discard
 from cairn.storage.base import ArtifactStore
 from cairn.storage.metadata import MetadataStore

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cairn.config import Settings
 from cairn.storage.observability import (
@@ -25,9 +25,10 @@ from cairn.storage.observability import (
     OPENED,
     PENDING,
     SENT,
-    AlertRecord,
-    IncidentRecord,
 )
+
+if TYPE_CHECKING:
+    from cairn.storage.observations import AlertRecord, IncidentRecord
 
 log = logging.getLogger("cairn.alerts")
 

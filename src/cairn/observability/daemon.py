@@ -27,7 +27,7 @@ from cairn.errors import CairnError
 from cairn.observability.alerts import Post, destinations
 from cairn.observability.incidents import RunOutcome
 from cairn.observability.slo import check_slos, deliver_due
-from cairn.storage.observability import NewIncident
+from cairn.storage.observations import NewIncident
 
 log = logging.getLogger("cairn.observability")
 

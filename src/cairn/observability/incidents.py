@@ -17,14 +17,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cairn.config import Settings
 from cairn.core.graph import Graph
 from cairn.core.keys import step_label
 from cairn.errors import CairnError
 from cairn.observability.alerts import AlertStore, Delivery, Post, deliver_alerts, destinations
-from cairn.storage.observability import NewIncident
+
+if TYPE_CHECKING:
+    from cairn.storage.observations import NewIncident
 
 log = logging.getLogger("cairn.observability")
 
@@ -213,6 +215,8 @@ def _incident(
     remediation = None
     if definition is not None:
         remediation = definition.on_failure if kind == "failure" else definition.on_violation
+    from cairn.storage.observations import NewIncident
+
     return NewIncident(kind, asset, run_id, detail, owners, remediation, steps)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cairn.config import Settings, SloRule
-from cairn.storage.observability import RunFact, StepFact
+from cairn.storage.observations import RunFact, StepFact
 
 SUCCESS_RUNS = ("succeeded", "partial")
 FAILED_RUNS = ("failed", "abandoned")

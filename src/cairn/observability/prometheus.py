@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from cairn.config import Settings
 from cairn.observability.measures import MetricsReads, cost
 from cairn.observability.slo import slo_report
-from cairn.storage.observability import RunFact, StepFact
+from cairn.storage.observations import RunFact, StepFact
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)

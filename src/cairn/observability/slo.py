@@ -19,7 +19,7 @@ from cairn.config import Settings, SloRule
 from cairn.errors import CairnError
 from cairn.observability.alerts import AlertStore, Delivery, Post, deliver_alerts, destinations
 from cairn.observability.measures import MetricsReads, Report, collect
-from cairn.storage.observability import NewIncident
+from cairn.storage.observations import NewIncident
 
 log = logging.getLogger("cairn.observability")
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from cairn.errors import Refused
 from cairn.registry.aliases import AliasView, alias_history, aliases, resolve_target, rollback_alias, set_alias
-from cairn.registry.authors import run_author
 from cairn.registry.loading import load_alias, load_model
 from cairn.registry.promotion import DEFAULT_ALIAS, AliasChange, Approval, approve, promote, rollback
 from cairn.registry.rules import RecordedGate
 from cairn.registry.versions import ModelVersion, models, parse_model_ref, version
+from cairn.security.authors import run_author
 
 __all__ = [
     "DEFAULT_ALIAS",

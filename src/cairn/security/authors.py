@@ -1,4 +1,7 @@
-"""Who a run is by: the user in ``CAIRN_TOKEN``, else the operating system's user; the author of its models."""
+"""Who a run is by: the user in ``CAIRN_TOKEN``, else the operating system's user; the author of its models.
+
+Here rather than in `cairn.registry`: every run asks, and that should not import promotion, gates and aliases.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from cairn.security import current_user
+from cairn.security.access import current_user
 
 if TYPE_CHECKING:
     from cairn.storage.metadata import MetadataStore
