@@ -22,7 +22,7 @@ from cairn.storage.database import Database
 from cairn.storage.dialect import Cursor
 
 if TYPE_CHECKING:
-    from cairn.storage.observations import AlertRecord, IncidentRecord, IncidentStep, NewIncident, RunFact, StepFact
+    from cairn.storage.observations import AlertRecord, IncidentRecord, NewIncident, RunFact, StepFact
 
 OPENED = "opened"  # alert events
 RESOLVED = "resolved"
@@ -31,7 +31,6 @@ SENT = "sent"
 LOGGED = "logged"
 GAVE_UP = "failed"
 LOG_DESTINATION = "log"
-CPU_KEY = "cairn.cpu_s"  # the metadata key of an attempt's CPU seconds (written by the step job)
 # The roles of the steps that must recover for an incident to close: a partition that failed, one whose drift check
 # warned, an asset past its freshness policy (partition "": any new materialization of it recovers it).
 RECOVERING_ROLES = ("failed", "drifted", "stale")
@@ -96,7 +95,9 @@ class ObservabilityRecords(Database):
         else:
             where, params = _window("r.created_at", since, until)
             rows = self._rows("read steps for metrics", f"{_STEP_FACTS} {where}", params)
-        return [_step_fact(row) for row in rows]
+        from cairn.storage.observations import step_fact
+
+        return [step_fact(row) for row in rows]
 
     def schedule_latencies(self, since: float | None = None, until: float | None = None) -> dict[str, float]:
         """Seconds from each started tick's due time to its run's start (``ticks.latency_s``), by run id, of the
@@ -302,7 +303,7 @@ class ObservabilityRecords(Database):
         )
         if not rows:
             return []
-        from cairn.storage.observations import IncidentStep
+        from cairn.storage.observations import IncidentStep, incident
 
         steps: dict[int, list[IncidentStep]] = {}
         found = [int(row[0]) for row in rows]
@@ -316,7 +317,7 @@ class ObservabilityRecords(Database):
                 chunk,
             ):
                 steps.setdefault(int(incident_id), []).append(IncidentStep(*values))
-        return [_incident(row, tuple(steps.get(int(row[0]), ()))) for row in rows]
+        return [incident(row, tuple(steps.get(int(row[0]), ()))) for row in rows]
 
     def incident_counts(self) -> dict[tuple[str, str], int]:
         """How many incidents there are, by ``(kind, open|closed)``."""
@@ -362,7 +363,9 @@ class ObservabilityRecords(Database):
             f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = ? AND next_try_at <= ? ORDER BY id LIMIT ?",
             (PENDING, now, limit),
         )
-        return [_alert(row) for row in rows]
+        from cairn.storage.observations import AlertRecord
+
+        return [AlertRecord(*row) for row in rows]
 
     def claim_alert(self, alert_id: int, attempts: int, now: float, hold_s: float) -> bool:
         """Take a due alert for one try: its next try moves `hold_s` ahead, so that another deliverer passes it
@@ -401,7 +404,9 @@ class ObservabilityRecords(Database):
         rows = self._rows(
             "read alerts", f"SELECT {_ALERT_COLUMNS} FROM alerts {where}ORDER BY id LIMIT ?", [*params, limit]
         )
-        return [_alert(row) for row in rows]
+        from cairn.storage.observations import AlertRecord
+
+        return [AlertRecord(*row) for row in rows]
 
     def alert_counts(self) -> dict[str, int]:
         """How many alerts there are, by status."""
@@ -445,53 +450,6 @@ def _window(column: str, since: float | None, until: float | None) -> tuple[str,
         clauses.append(f"{column} < ?")
         params.append(until)
     return (f"WHERE {' AND '.join(clauses)} " if clauses else ""), params
-
-
-def _step_fact(row: Sequence[Any]) -> StepFact:
-    run_id, asset, partition, status, duration, metadata, saved = row
-    cpu = None
-    if metadata and CPU_KEY in metadata:
-        value = json.loads(metadata).get(CPU_KEY)
-        cpu = float(value) if isinstance(value, int | float) else None
-    from cairn.storage.observations import StepFact
-
-    return StepFact(
-        str(run_id),
-        str(asset),
-        str(partition),
-        str(status),
-        None if duration is None else float(duration),
-        cpu,
-        None if saved is None else float(saved),
-    )
-
-
-def _incident(row: Sequence[Any], steps: tuple[IncidentStep, ...]) -> IncidentRecord:
-    (id_, key, kind, subject, opened_at, closed_at, opened_by, closed_by, detail, owners, remedy, status, by) = row
-    from cairn.storage.observations import IncidentRecord
-
-    return IncidentRecord(
-        int(id_),
-        str(key),
-        str(kind),
-        str(subject),
-        float(opened_at),
-        None if closed_at is None else float(closed_at),
-        str(opened_by),
-        None if closed_by is None else str(closed_by),
-        json.loads(detail),
-        tuple(json.loads(owners)),
-        remedy,
-        status,
-        by,
-        steps,
-    )
-
-
-def _alert(row: Sequence[Any]) -> AlertRecord:
-    from cairn.storage.observations import AlertRecord
-
-    return AlertRecord(*row)
 
 
 def _dumps(value: Any, what: str) -> str:

@@ -1,4 +1,5 @@
-"""The records `cairn.storage.observability` reads and writes: run and step facts, incidents and their alerts.
+"""The records `cairn.storage.observability` reads and writes (run and step facts, incidents and their alerts),
+and how they are built from its rows.
 
 Apart from the store, so that opening a metadata store does not create them: only the commands and runs that
 read metrics, incidents or alerts import this module.
@@ -6,11 +7,14 @@ read metrics, incidents or alerts import this module.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 OPEN = "open"  # incident statuses
 CLOSED = "closed"
+CPU_KEY = "cairn.cpu_s"  # the metadata key of an attempt's CPU seconds (written by the step job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +160,42 @@ class AlertRecord:
             "sent_at": self.sent_at,
             "last_error": self.last_error,
         }
+
+
+def step_fact(row: Sequence[Any]) -> StepFact:
+    """A `StepFact` from a row of the store's step-facts query."""
+    run_id, asset, partition, status, duration, metadata, saved = row
+    cpu = None
+    if metadata and CPU_KEY in metadata:
+        value = json.loads(metadata).get(CPU_KEY)
+        cpu = float(value) if isinstance(value, int | float) else None
+    return StepFact(
+        str(run_id),
+        str(asset),
+        str(partition),
+        str(status),
+        None if duration is None else float(duration),
+        cpu,
+        None if saved is None else float(saved),
+    )
+
+
+def incident(row: Sequence[Any], steps: tuple[IncidentStep, ...]) -> IncidentRecord:
+    """An `IncidentRecord` from a row of the incidents table, with its steps."""
+    (id_, key, kind, subject, opened_at, closed_at, opened_by, closed_by, detail, owners, remedy, status, by) = row
+    return IncidentRecord(
+        int(id_),
+        str(key),
+        str(kind),
+        str(subject),
+        float(opened_at),
+        None if closed_at is None else float(closed_at),
+        str(opened_by),
+        None if closed_by is None else str(closed_by),
+        json.loads(detail),
+        tuple(json.loads(owners)),
+        remedy,
+        status,
+        by,
+        steps,
+    )
