@@ -165,3 +165,23 @@ except SystemExit:
             continue
         heavy = loaded_by(code) & set(HEAVY)
         assert not heavy, (args, heavy)
+
+
+def test_a_run_without_models_or_failures_imports_no_registry_nor_incidents(make_project: ProjectFactory) -> None:
+    """Who a run is by comes from `cairn.security.authors`; the incident and alert records are only built when a
+    run fails or an incident recovers."""
+    root = make_project(TWO_ASSETS)
+    code = f"""
+import sys
+sys.argv = ["cairn", "-C", {str(root)!r}, "run"]
+from cairn.cli.main import main
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+"""
+    for _ in ("cold", "cached"):
+        loaded = modules_loaded_by(code)
+        assert "cairn.engine.run" in loaded
+        assert not {m for m in loaded if m.startswith("cairn.registry")}, sorted(loaded)
+        assert "cairn.storage.observations" not in loaded
