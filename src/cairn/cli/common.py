@@ -217,3 +217,9 @@ STATUS_STYLE = {
 def styled(status: str) -> str:
     style = STATUS_STYLE.get(status)
     return f"[{style}]{status}[/]" if style else status
+
+
+def painted(text: str, status: str) -> str:
+    """`text` in the colour of `status` on a terminal, plain elsewhere (`styled` without Rich)."""
+    code = _ANSI.get(STATUS_STYLE.get(status, "")) if sys.stdout.isatty() else None
+    return f"\033[{code}m{text}\033[0m" if code else text

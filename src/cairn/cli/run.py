@@ -25,13 +25,14 @@ from cairn.cli.common import (
     console,
     err_console,
     escape,
+    painted,
     parse_sets,
     partition_range,
     print_json,
+    print_rows,
     project_stores,
     seconds,
     styled,
-    table,
 )
 from cairn.core.keys import step_label
 from cairn.errors import ConnectionLost, UsageError
@@ -346,34 +347,34 @@ def cache_savings(project: Project, result: RunResult) -> float | None:
 
 
 def summary(result: RunResult, elapsed: float, saved_s: float | None = None) -> None:
+    """The steps that did not come from the cache, each failure's error, then one line of counts.
+
+    Plain text, coloured on a terminal only: a run whose output goes to a log or a pipe does not load Rich.
+    """
     shown = [s for s in result.steps if s.status != "cached"]
     if shown:
-        grid = table("step", "status", "attempts", "duration", "reason")
-        for s in shown:
-            grid.add_row(
-                step_label(s.asset, s.partition),
-                styled(s.status),
-                str(s.attempts),
-                seconds(s.duration_s),
-                escape(s.reason),
-            )
-        console().print(grid)
-    for s in result.steps:
-        if s.status == "failed" and s.error:
-            # not wrapped: a path in the error stays whole in a log file
-            console().print(
-                f"[bold red]{step_label(s.asset, s.partition)} failed[/]:\n{escape(s.error)}", soft_wrap=True
-            )
+        rows = [
+            [step_label(s.asset, s.partition), s.status, str(s.attempts), seconds(s.duration_s), s.reason]
+            for s in shown
+        ]
+        print_rows(["step", "status", "attempts", "duration", "reason"], rows)
+    lines = [
+        # not wrapped: a path in the error stays whole in a log file
+        f"{painted(step_label(s.asset, s.partition) + ' failed', 'failed')}:\n{s.error}"
+        for s in result.steps
+        if s.status == "failed" and s.error
+    ]
     counts = ", ".join(f"{result.count(k)} {k}" for k in ("executed", "cached", "failed", "skipped") if result.count(k))
     if saved_s is not None:
         from cairn.cli.observability import spoken
 
         cached = f"{result.count('cached')} cached"
         counts = counts.replace(cached, f"{cached}, {spoken(saved_s)} saved", 1)
-    console().print(f"run {result.run_id} {styled(result.status)}: {counts or 'nothing to do'} in {elapsed:.2f}s")
-    waiting = result.not_ready
-    if waiting:
-        console().print(not_ready_line(waiting))
+    status = painted(result.status, result.status)
+    lines.append(f"run {result.run_id} {status}: {counts or 'nothing to do'} in {elapsed:.2f}s")
+    if result.not_ready:
+        lines.append(not_ready_line(result.not_ready))
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def not_ready_line(waiting: list[StepResult], shown: int = 3) -> str:
@@ -383,4 +384,4 @@ def not_ready_line(waiting: list[StepResult], shown: int = 3) -> str:
         name = step_label(s.asset, s.partition)
         named.append(name if s.not_ready == name else f"{name} (needs {s.not_ready})")
     more = f", … {len(waiting) - shown} more" if len(waiting) > shown else ""
-    return f"{len(waiting)} skipped because data is not ready: {escape(', '.join(named))}{more}"
+    return f"{len(waiting)} skipped because data is not ready: {', '.join(named)}{more}"
