@@ -7,14 +7,17 @@ again once the upstream results exist (early cutoff: byte-identical upstream out
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
 
 from cairn.core.fingerprint import part_label
 from cairn.core.keys import StepId, cache_key, source_key, step_label
 from cairn.core.records import InputRef, Materialization
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})  # the default of a spec's mappings: shared, so read-only
 
 RUN = "run"
 CACHED_ACTION = "cached"
@@ -90,16 +93,19 @@ class Reason:
         return {"code": self.code.value, "detail": self.detail, "changes": [c.to_dict() for c in self.changes]}
 
 
-@dataclass(frozen=True, slots=True)
-class StepSpec:
-    """Everything a step's cache key depends on except the data versions of its inputs."""
+class StepSpec(NamedTuple):
+    """Everything a step's cache key depends on except the data versions of its inputs.
+
+    The records built once per step (this one, `Decision`, the step table's rows and inputs) are named tuples:
+    as immutable as a frozen dataclass, and a third of its cost to create, 20,000 times for 20,000 assets.
+    """
 
     step: StepId
     code_version: str
-    code_parts: Mapping[str, str] = field(default_factory=dict)
-    params: Mapping[str, Any] = field(default_factory=dict)
+    code_parts: Mapping[str, str] = _NOTHING
+    params: Mapping[str, Any] = _NOTHING
     seed: int = 0
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = _NOTHING
     cache: bool = True
     source_version: str | None = None
 
@@ -120,8 +126,7 @@ class History(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """One planned step: run it or reuse a materialization, and why."""
 
     step: StepId
@@ -328,6 +333,33 @@ def blocked(step: StepId, upstream: Sequence[StepId], decided: Mapping[StepId, D
     return None
 
 
+class PlanRow(Protocol):
+    """One step as `plan_rows` reads it (a step table's `PreparedStep` is one)."""
+
+    @property
+    def step(self) -> StepId: ...
+
+    @property
+    def spec(self) -> StepSpec: ...
+
+    @property
+    def upstream(self) -> Sequence[StepId]: ...
+
+    @property
+    def forced(self) -> bool: ...
+
+    @property
+    def precheck(self) -> Decision | None: ...
+
+
+class _Row(NamedTuple):
+    step: StepId
+    spec: StepSpec
+    upstream: Sequence[StepId]
+    forced: bool
+    precheck: Decision | None
+
+
 def plan(
     steps: Sequence[StepId],
     specs: Mapping[StepId, StepSpec],
@@ -347,11 +379,18 @@ def plan(
         force: steps to run regardless of the cache.
         prechecked: steps decided already by `precheck` (pinned, missing, not ready): taken as they are.
     """
+    known = prechecked or {}
+    rows = (_Row(s, specs[s], inputs_of.get(s, ()), s in force, known.get(s)) for s in steps)
+    return plan_rows(rows, history)
+
+
+def plan_rows(rows: Iterable[PlanRow], history: History) -> Plan:
+    """`plan` over rows that carry each step's spec, upstream steps, force and precheck, in topological order."""
     decided: dict[StepId, Decision] = {}
     out: list[Decision] = []
-    for step in steps:
-        ups = inputs_of.get(step, ())
-        decision = (prechecked or {}).get(step) or blocked(step, ups, decided)
+    for row in rows:
+        step, ups = row.step, row.upstream
+        decision = row.precheck or blocked(step, ups, decided)
         if decision is None:
             running = [str(u) for u in ups if decided[u].action == RUN]
             if running:
@@ -359,7 +398,7 @@ def plan(
                 decision = Decision(step, RUN, Reason(ReasonCode.UPSTREAM_RUNS, detail))
             else:
                 refs = [input_ref(u, decided[u]) for u in ups]
-                decision = decide(specs[step], refs, history, step in force)
+                decision = decide(row.spec, refs, history, row.forced)
         decided[step] = decision
         out.append(decision)
     return Plan(tuple(out))

@@ -13,7 +13,7 @@ How a consumer partition maps to producer partitions, per input mapping:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cairn.core.asset import AssetDef, Input
 from cairn.core.graph import Graph
@@ -25,8 +25,7 @@ Ready = Callable[[AssetDef, str], bool]
 """Whether a source partition's data is present now (the engine observes the file)."""
 
 
-@dataclass(frozen=True, slots=True)
-class StepInput:
+class StepInput(NamedTuple):
     """One parameter of a step: the upstream steps that fill it, as one value or as a dict by partition."""
 
     param: str

@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from cairn.core.asset import AssetDef
 from cairn.core.bulk import collector_paused
 from cairn.core.keys import StepId, derive_seed
 from cairn.core.partitions import check_key, key_range
-from cairn.core.plan import SOURCE_MISSING, Decision, History, Plan, StepSpec, critical_path, plan, precheck
+from cairn.core.plan import SOURCE_MISSING, Decision, History, Plan, StepSpec, critical_path, plan_rows, precheck
 from cairn.core.records import Materialization
 from cairn.core.selection import select
 from cairn.core.steps import StepInput, expand
@@ -56,8 +56,7 @@ class Presence(Protocol):
     def present(self, mat: Materialization) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedStep:
+class PreparedStep(NamedTuple):
     """One step of the table: what it reads, its key material, and what is known before history is asked."""
 
     step: StepId
@@ -95,21 +94,14 @@ class StepTable:
         once something executes; a plan never needs it)."""
         return critical_path(self.order, {s: self.steps[s].children for s in self.order}, durations)
 
-    def specs(self) -> dict[StepId, StepSpec]:
-        return {s: self.steps[s].spec for s in self.order}
-
     def inputs_of(self) -> dict[StepId, list[StepId]]:
         """For each step, the steps it reads, without repeats."""
         return {s: list(self.steps[s].upstream) for s in self.order}
 
-    def forced(self) -> frozenset[StepId]:
-        return frozenset(s for s in self.order if self.steps[s].forced)
-
     def plan(self, history: History) -> Plan:
         """What a run would do now, step by step, each with its reason (as the run itself decides)."""
         with collector_paused():
-            prechecked = {s: p.precheck for s in self.order if (p := self.steps[s]).precheck is not None}
-            return plan(self.order, self.specs(), self.inputs_of(), history, self.forced(), prechecked)
+            return plan_rows(map(self.steps.__getitem__, self.order), history)
 
 
 def prepare(project: Project, options: RunOptions, meta: PrepareReads, objects: Presence, now: datetime) -> StepTable:
