@@ -415,13 +415,14 @@ def _checked_partitions(asset_name: str, partitions: Any) -> PartitionsDef | Non
 def _checked_params(asset_name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
         raise DefinitionError(f"asset '{asset_name}': params= must be a dict with string keys, got {params!r}")
+    own = dict(params)  # the asset's own copy: a caller changing its dict later changes no definition
     try:
-        check_hashable(dict(params))
+        check_hashable(own)
     except TypeError as exc:
         raise DefinitionError(
             f"asset '{asset_name}': params must be plain values (numbers, strings, booleans, lists, dicts): {exc}"
         ) from exc
-    return dict(params)
+    return own
 
 
 def _checked(asset_name: str, option: str, value: Any, cls: type[T]) -> T | None:

@@ -80,10 +80,10 @@ def build_graph(defs: Iterable[AssetDef]) -> Graph:
 def _check_mapping(consumer: AssetDef, inp: Input, producer: AssetDef) -> None:
     """A partition mapping must fit the definitions on both sides of the edge."""
     up, down = producer.partitions, consumer.partitions
+    if inp.mapping == "identity" and (up is None or up == down):
+        return  # the common edge, checked for every input of every asset
     edge = f"asset '{consumer.name}' input '{inp.param}' (from '{producer.name}')"
     if inp.mapping == "identity":
-        if up is None or up == down:
-            return
         if down is None:
             raise DefinitionError(
                 f"{edge}: '{producer.name}' is partitioned ({up.describe()}) but '{consumer.name}' is not; map it "
