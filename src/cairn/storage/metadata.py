@@ -715,13 +715,17 @@ def _materialization(
 
 
 def _loads_memo(text: str, decoded: dict[str, Any] | None) -> Any:
-    # Only flat objects are shared (their copies share no list or dict inside).
-    if decoded is None or text == "{}" or not text.startswith("{") or "[" in text or text.count("{") > 1:
+    if decoded is None:
         return _loads(text)
-    value = decoded.get(text)
-    if value is None:
-        value = decoded[text] = _loads(text)
-    return dict(value)
+    value = decoded.get(text, _UNSHARED)
+    if value is _UNSHARED:
+        # Only flat objects are shared (their copies share no list or dict inside); None marks the others.
+        flat = text != "{}" and text.startswith("{") and "[" not in text and text.count("{") == 1
+        value = decoded[text] = _loads(text) if flat else None
+    return _loads(text) if value is None else dict(value)
+
+
+_UNSHARED = object()  # what `_loads_memo` finds for a text it has not decoded yet
 
 
 _decode = json.JSONDecoder().raw_decode
