@@ -8,12 +8,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cairn.core.automation import Schedule, schedule
 from cairn.core.keys import validate_name
 from cairn.core.retry import BreakerPolicy, Retry
 from cairn.errors import ConfigError, DefinitionError, UsageError, did_you_mean
+
+if TYPE_CHECKING:  # imported when cairn.toml has [[schedules]]
+    from cairn.core.automation import Schedule
 
 CONFIG_FILE = "cairn.toml"
 EXECUTOR_KINDS = ("inline", "thread", "process", "dask", "ray")
@@ -217,6 +219,10 @@ def _schedules(value: Any) -> tuple[Schedule, ...]:
     """``[[schedules]]``: each table is a `cairn.schedule(...)`; a malformed one names the fix."""
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ConfigError(f"{CONFIG_FILE}: schedules are an array of tables, one per schedule:\n{_SCHEDULE_EXAMPLE}")
+    if not value:
+        return ()
+    from cairn.core.automation import schedule
+
     out = []
     for n, table in enumerate(value, start=1):
         where = f"[[schedules]] #{n}" + (f" ({table['name']})" if isinstance(table.get("name"), str) else "")

@@ -15,18 +15,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import CodeType, ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cairn.config import Settings, load_settings
 from cairn.core.asset import AssetDef
-from cairn.core.automation import Schedule, Sensor, check_automation
 from cairn.core.bulk import collector_paused
-from cairn.core.contracts import CheckDef
 from cairn.core.fingerprint import AST_FORMAT, Fingerprinter, Unresolved, ast_part, code_version
-from cairn.core.gates import GateDef, check_gates, gate_material
 from cairn.core.graph import Graph, build_graph
 from cairn.errors import ConfigError, DefinitionError, UsageError, did_you_mean
 from cairn.hashing import digest_bytes, hash_struct
+
+if TYPE_CHECKING:  # imported when a project defines them (see `_defined`)
+    from cairn.core.automation import Schedule, Sensor
+    from cairn.core.contracts import CheckDef
+    from cairn.core.gates import GateDef
 
 T = TypeVar("T")
 
@@ -58,7 +60,7 @@ class Project:
                 parts.update(self.fingerprinter.parts(check.fn))
             parts[f"cairn.check.{check.name}"] = hash_struct(["check", check.blocking, repr(check.drift)])
         for g in asset.gates:  # gates are part of the model's definition: editing one makes its results stale
-            settings, functions = gate_material(g)
+            settings, functions = _gate_material(g)
             for fn in functions:
                 parts.update(self.fingerprinter.parts(fn))
             parts[f"cairn.gate.{g.name}"] = hash_struct(["gate", settings])
@@ -73,7 +75,7 @@ class Project:
             if check.fn is not None:
                 found.update((u.name, u) for u in self.fingerprinter.unresolved(check.fn))
         for g in asset.gates:
-            for fn in gate_material(g)[1]:
+            for fn in _gate_material(g)[1]:
                 found.update((u.name, u) for u in self.fingerprinter.unresolved(fn))
         return sorted(found.values(), key=lambda u: u.name)
 
@@ -135,10 +137,11 @@ def _load_project(project: str | os.PathLike[str] | Settings) -> Project:
     sensors: list[Sensor] = []
     for module in modules:
         defs.extend(_found(module, AssetDef))
-        checks.extend(_found(module, CheckDef))
-        gates.extend(_found(module, GateDef))
-        schedules.extend(replace(s, location=s.location or module.__name__) for s in _found(module, Schedule))
-        sensors.extend(replace(s, location=s.location or module.__name__) for s in _found(module, Sensor))
+        checks.extend(_defined(module, "cairn.core.contracts", "CheckDef"))
+        gates.extend(_defined(module, "cairn.core.gates", "GateDef"))
+        where = module.__name__
+        schedules.extend(replace(s, location=s.location or where) for s in _defined(module, _AUTOMATION, "Schedule"))
+        sensors.extend(replace(s, location=s.location or where) for s in _defined(module, _AUTOMATION, "Sensor"))
     if not defs:
         raise DefinitionError(
             f"no assets found in module(s) {', '.join(settings.modules)} of {settings.root}: define functions "
@@ -149,7 +152,12 @@ def _load_project(project: str | os.PathLike[str] | Settings) -> Project:
     sources = SourceIndex(settings.state_dir)
     fingerprinter = Fingerprinter(sources.part_of, _project_test(root))
     graph = build_graph(defs)
-    loaded = Project(settings, graph, fingerprinter, sources, *check_automation(graph, schedules, sensors))
+    automation: tuple[tuple[Schedule, ...], tuple[Sensor, ...]] = ((), ())
+    if schedules or sensors:
+        from cairn.core.automation import check_automation
+
+        automation = check_automation(graph, schedules, sensors)
+    loaded = Project(settings, graph, fingerprinter, sources, *automation)
     if settings.strict_code:
         _require_fingerprinted(loaded)
     return loaded
@@ -303,6 +311,25 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_list(user[-3:])).rstrip()
 
 
+_AUTOMATION = "cairn.core.automation"
+
+
+def _defined(module: ModuleType, home: str, name: str) -> list[Any]:
+    """The definitions of class `name` of module `home` in a module's globals (as `_found`).
+
+    None while `home` was never imported: no value can be an instance of a class that does not exist yet, and
+    a pipeline without checks, gates or schedules does not create their classes.
+    """
+    loaded = sys.modules.get(home)
+    return _found(module, getattr(loaded, name)) if loaded is not None else []
+
+
+def _gate_material(g: GateDef) -> tuple[list[Any], tuple[Callable[..., Any], ...]]:
+    from cairn.core.gates import gate_material
+
+    return gate_material(g)
+
+
 def _found(module: ModuleType, kind: type[T]) -> list[T]:
     """Definitions of one kind in a module's globals, also inside lists, tuples and dicts."""
     found: list[T] = []
@@ -340,8 +367,11 @@ def _attach_gates(defs: list[AssetDef], gates: list[GateDef]) -> list[AssetDef]:
                 f"{did_you_mean(g.asset, by_name)} Name a kind='model' asset in gate(...)"
             )
         by_asset.setdefault(g.asset, []).append(g)
-    for name, found in by_asset.items():
-        check_gates(by_name[name], found)
+    if by_asset:
+        from cairn.core.gates import check_gates
+
+        for name, found in by_asset.items():
+            check_gates(by_name[name], found)
     return [replace(d, gates=tuple(by_asset[d.name])) if d.name in by_asset else d for d in defs]
 
 

@@ -169,19 +169,21 @@ except SystemExit:
 
 def test_a_run_without_models_or_failures_imports_no_registry_nor_incidents(make_project: ProjectFactory) -> None:
     """Who a run is by comes from `cairn.security.authors`; the incident and alert records are only built when a
-    run fails or an incident recovers."""
+    run fails or an incident recovers; contracts, gates and schedules only when the pipeline has them; Rich only
+    when the output is a terminal."""
     root = make_project(TWO_ASSETS)
-    code = f"""
+    unused = {"cairn.storage.observations", "cairn.core.contracts", "cairn.core.gates", "cairn.core.automation"}
+    for command in ("run", "run", "plan"):  # cold, then cached
+        code = f"""
 import sys
-sys.argv = ["cairn", "-C", {str(root)!r}, "run"]
+sys.argv = ["cairn", "-C", {str(root)!r}, {command!r}]
 from cairn.cli.main import main
 try:
     main()
 except SystemExit as exc:
     assert not exc.code, exc.code
 """
-    for _ in ("cold", "cached"):
         loaded = modules_loaded_by(code)
-        assert "cairn.engine.run" in loaded
-        assert not {m for m in loaded if m.startswith("cairn.registry")}, sorted(loaded)
-        assert "cairn.storage.observations" not in loaded
+        assert "cairn.engine.prepare" in loaded
+        assert not {m for m in loaded if m.startswith(("cairn.registry", "rich"))}, sorted(loaded)
+        assert not unused & loaded, sorted(unused & loaded)

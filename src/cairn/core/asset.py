@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from cairn.core.automation import freshness_options
-from cairn.core.contracts import CheckDef, Column, Contract, col
 from cairn.core.keys import validate_name
 from cairn.core.partitions import (
     AllPartitions,
@@ -29,7 +27,11 @@ from cairn.errors import DefinitionError
 from cairn.hashing import check_hashable
 
 if TYPE_CHECKING:
+    from cairn.core.contracts import CheckDef, Column
     from cairn.core.gates import GateDef  # gates.py builds on this module
+
+# Contracts, freshness policies and their records are imported by the options that use them: a pipeline
+# without them does not create their classes (every command loads the definitions).
 
 T = TypeVar("T")
 
@@ -210,7 +212,7 @@ def asset(
             contract=_checked_contract(asset_name, contract) if contract is not None else None,
             requires=_checked_requires(asset_name, requires) if requires else {},
             **(
-                freshness_options(asset_name, max_age, on_stale)
+                _freshness(asset_name, max_age, on_stale)
                 if max_age is not None or on_stale != "materialize"
                 else _ALWAYS_FRESH
             ),
@@ -270,6 +272,12 @@ def source(
         cache=True,
         **_observed(name, owners, on_failure, on_violation),
     )
+
+
+def _freshness(asset_name: str, max_age: Any, on_stale: str) -> dict[str, Any]:
+    from cairn.core.automation import freshness_options
+
+    return freshness_options(asset_name, max_age, on_stale)
 
 
 def _observed(asset_name: str, owners: Iterable[str], on_failure: Any, on_violation: Any) -> dict[str, Any]:
@@ -380,7 +388,11 @@ def _inputs(asset_name: str, shape: tuple[_Param, ...], ins: Mapping[str, str | 
 
 
 def _checked_contract(asset_name: str, contract: Any) -> Any:
-    if contract is None or isinstance(contract, Contract):
+    if contract is None:
+        return None
+    from cairn.core.contracts import Contract
+
+    if isinstance(contract, Contract):
         return contract
     if type(contract).__module__.split(".")[0] == "pandera":
         return contract
@@ -392,6 +404,8 @@ def _checked_contract(asset_name: str, contract: Any) -> Any:
 def _checked_requires(
     asset_name: str, requires: Mapping[str, Mapping[str, str | Column]]
 ) -> dict[str, dict[str, Column]]:
+    from cairn.core.contracts import Column, col
+
     out: dict[str, dict[str, Column]] = {}
     for param, columns in requires.items():
         if not isinstance(columns, Mapping):

@@ -6,11 +6,14 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from cairn.core.asset import AssetDef, Input
-from cairn.core.contracts import Column, Contract
 from cairn.core.partitions import MultiPartitions, PartitionsDef, TimePartitions, nests, time_of
 from cairn.errors import DefinitionError, did_you_mean
+
+if TYPE_CHECKING:
+    from cairn.core.contracts import Column
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,8 @@ def _check_mapping(consumer: AssetDef, inp: Input, producer: AssetDef) -> None:
     if inp.mapping == "identity" and (up is None or up == down):
         return  # the common edge, checked for every input of every asset
     edge = f"asset '{consumer.name}' input '{inp.param}' (from '{producer.name}')"
+    if up is None:  # an identity edge from an unpartitioned asset returned above
+        raise DefinitionError(f"{edge}: {inp.mapping} mapping needs a partitioned input, '{producer.name}' is not")
     if inp.mapping == "identity":
         if down is None:
             raise DefinitionError(
@@ -101,8 +106,6 @@ def _check_mapping(consumer: AssetDef, inp: Input, producer: AssetDef) -> None:
             f"{down.describe()}; give both the same partitions or map the input with Window, TimeWindow, "
             f"AllPartitions or Latest{hint}"
         )
-    if up is None:
-        raise DefinitionError(f"{edge}: {inp.mapping} mapping needs a partitioned input, '{producer.name}' is not")
     if inp.mapping == "window":
         _check_window(edge, consumer, producer, up, down)
     if inp.mapping == "timewindow":
@@ -168,6 +171,10 @@ def _check_time_window(
 
 def _check_requires(consumer: AssetDef, assets: Mapping[str, AssetDef]) -> None:
     """The columns a consumer requires from an input must be guaranteed by the producer's contract."""
+    if not consumer.requires:
+        return
+    from cairn.core.contracts import Contract
+
     by_param = {i.param: i.asset for i in consumer.inputs}
     for param, columns in consumer.requires.items():
         if param not in by_param:

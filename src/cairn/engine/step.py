@@ -17,11 +17,9 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn.core.asset import AssetDef
-from cairn.core.contracts import Contract, RuleResult
-from cairn.core.gates import GATES_METADATA, GateContext, gate_record, run_gate
 from cairn.core.graph import Graph
 from cairn.core.keys import step_label
 from cairn.core.partitions import context_window
@@ -41,6 +39,9 @@ from cairn.executors.base import job_started
 from cairn.executors.shipping import project_root
 from cairn.io.reading import SOURCE_FORMAT, BadInput, load_inputs, load_stored
 from cairn.storage.artifacts import deferred_publishing, discard
+
+if TYPE_CHECKING:  # contracts and gates are imported by the steps of assets that have them
+    from cairn.core.contracts import RuleResult
 
 # The CPU seconds of the attempt, recorded with its materialization (what `cairn slo` and /metrics cost).
 CPU_METADATA = "cairn.cpu_s"
@@ -110,6 +111,8 @@ def _attempt(job: StepJob) -> StepOutcome:
         dumped = time.perf_counter()
         metadata = dict(ctx.metadata)
         if asset.gates:
+            from cairn.core.gates import GATES_METADATA
+
             with _captured(out, job.capture_output):
                 metadata[GATES_METADATA] = _run_gates(job, asset, value, kwargs, ctx, stored, store)
         finished = time.perf_counter()
@@ -154,8 +157,12 @@ def _attempt(job: StepJob) -> StepOutcome:
 def _shared_arrow(asset: AssetDef, value: Any) -> Any:
     """The output as the Arrow table its Parquet write will hold, when its contract needs Arrow too: converted
     once for both (the contract sees the frame's own columns, without a pandas index: `frame_columns`)."""
-    if not isinstance(asset.contract, Contract) or asset.io not in (None, "parquet"):
+    if asset.contract is None or asset.io not in (None, "parquet"):
         return None
+    from cairn.core.contracts import Contract
+
+    if not isinstance(asset.contract, Contract):
+        return None  # a pandera schema
     from cairn.io.parquet import parquet_table, table_kind
 
     kind = table_kind(value)
@@ -203,6 +210,7 @@ def _run_gates(
 ) -> list[dict[str, Any]]:
     """Evaluate the model's gates on the stored candidate: a failed or raising gate is recorded, never raised
     (training makes a candidate; a failed blocking gate only blocks its promotion)."""
+    from cairn.core.gates import GateContext, gate_record, run_gate
     from cairn.io.files import Files
 
     champion = job.champion

@@ -11,12 +11,14 @@ generation of its state row, in the transaction that inserts the ticks it reques
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cairn.core.automation import CLAIMED, OPEN_STATUSES, STARTING, AutomationState, TickRecord
 from cairn.storage.audit import append_audit
 from cairn.storage.database import Database
 from cairn.storage.dialect import Cursor
+
+if TYPE_CHECKING:  # imported where they are used: every command opens the store, few of them read ticks
+    from cairn.core.automation import AutomationState, TickRecord
 
 _STATE_COLUMNS = (
     "kind, name, paused, since, last_due, sensor_cursor, generation, evaluated_at, error, changed_by, changed_at"
@@ -151,6 +153,7 @@ class AutomationRecords(Database):
 
     def start_tick(self, tick: TickRecord, owner: str) -> bool:
         """Mark a claimed tick of `owner` as starting; False if it is not (anymore) a claim of `owner`."""
+        from cairn.core.automation import CLAIMED, STARTING
 
         def start(cur: Cursor) -> bool:
             cur.execute(
@@ -165,6 +168,7 @@ class AutomationRecords(Database):
         """Make a claimed tick `owner`'s: one that was released (owner ''), whose owner is gone (`owner_gone`),
         or that was claimed more than `stale_after_s` ago on the database's clock. False if another daemon
         started or took it meanwhile."""
+        from cairn.core.automation import CLAIMED
 
         def take(cur: Cursor) -> bool:
             cur.execute(
@@ -180,6 +184,7 @@ class AutomationRecords(Database):
 
     def release_ticks(self, owner: str) -> int:
         """Give up the claimed ticks of `owner` that it did not start, for another daemon to start at once."""
+        from cairn.core.automation import CLAIMED
 
         def release(cur: Cursor) -> int:
             cur.execute(self._sql("UPDATE ticks SET owner = '' WHERE status = ? AND owner = ?"), (CLAIMED, owner))
@@ -213,6 +218,8 @@ class AutomationRecords(Database):
 
     def open_ticks(self) -> list[TickRecord]:
         """Ticks whose run has not finished (claimed, starting or running), oldest first."""
+        from cairn.core.automation import OPEN_STATUSES
+
         rows = self._rows(
             "read the open ticks",
             f"SELECT {_TICK_FIELDS} FROM ticks WHERE status IN (?, ?, ?) ORDER BY due_at, kind, name, request",
@@ -290,6 +297,8 @@ def _tick_params(t: TickRecord) -> tuple[Any, ...]:
 
 
 def _tick(row: Sequence[Any]) -> TickRecord:
+    from cairn.core.automation import TickRecord
+
     (kind, name, due_at, request, status, owner, partition, run_id, reason, claimed, started, finished, latency,
      error) = row  # fmt: skip
     return TickRecord(
@@ -311,6 +320,8 @@ def _tick(row: Sequence[Any]) -> TickRecord:
 
 
 def _state(row: Sequence[Any]) -> AutomationState:
+    from cairn.core.automation import AutomationState
+
     kind, name, paused, since, last_due, cursor, generation, evaluated, error, changed_by, changed_at = row
     return AutomationState(
         str(kind),
