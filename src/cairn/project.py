@@ -317,7 +317,7 @@ _AUTOMATION = "cairn.core.automation"
 def _defined(module: ModuleType, home: str, name: str) -> list[Any]:
     """The definitions of class `name` of module `home` in a module's globals (as `_found`).
 
-    None while `home` was never imported: no value can be an instance of a class that does not exist yet, and
+    Empty while `home` was never imported: no value can be an instance of a class that does not exist yet, and
     a pipeline without checks, gates or schedules does not create their classes.
     """
     loaded = sys.modules.get(home)

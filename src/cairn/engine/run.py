@@ -192,9 +192,10 @@ class Engine:
 
     def run(self) -> RunResult:
         """Prepare, record the run, and drive every step to a final status."""
-        from cairn.tracking.environment import capture
+        from cairn.tracking.environment import capture_started
 
         self._start_pool()
+        environment = capture_started(self.settings.root)  # git answers while the steps are prepared
         try:
             self.table = prepare(self.project, self.options, self.meta, self.history, self.now)
             for step in self.table.order:
@@ -207,12 +208,13 @@ class Engine:
                     selection=" ".join(self.options.selection) or "*",
                     created_at=time.time(),
                     args=self._args(),
-                    environment=capture(self.settings.root),
+                    environment=environment(),
                     profile=self.options.profile,
                 ),
                 self.settings.stale_after_s,
             )
         except BaseException:
+            environment()  # git's commands end with the run that started them
             if self._executor is not None:  # started before planning: stop it again
                 self._executor.close()
             raise

@@ -23,6 +23,7 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,18 @@ def capture(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         root: The project folder; when given and inside a git work tree, its commit and dirty state are
             recorded too.
     """
+    return capture_started(root)()
+
+
+def capture_started(root: str | os.PathLike[str] | None = None) -> Callable[[], dict[str, Any]]:
+    """`capture`, with git's commands started now: the returned function waits for them and returns the
+    environment (the same dict each time it is called), so that the caller can work meanwhile (a run prepares
+    its steps)."""
+    git = git_started(root) if root is not None else dict
+    return functools.cache(lambda: {**_interpreter(), **git()})
+
+
+def _interpreter() -> dict[str, Any]:
     from cairn.version import __version__
 
     env: dict[str, Any] = {
@@ -52,8 +65,6 @@ def capture(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         "executable": sys.executable,
         "distributions": dict(distributions()),
     }
-    if root is not None:
-        env.update(git_state(root))
     return env
 
 
@@ -115,18 +126,27 @@ def git_state(root: str | os.PathLike[str]) -> dict[str, Any]:
     Empty when git is not installed, `root` is not in a work tree, the repository has no commit yet, or
     git does not answer within `GIT_TIMEOUT_S`.
     """
+    return git_started(root)()
+
+
+def git_started(root: str | os.PathLike[str]) -> Callable[[], dict[str, Any]]:
+    """`git_state` with its commands started now; the returned function waits for them (call it once)."""
     folder = str(Path(root))
     # Both commands start at once: the diff is only needed when the tree is dirty, but waiting for the
     # status first would add a whole git start-up to every run.
     try:
         status = _start(["git", "-C", folder, "status", "--porcelain=v2", "--branch"])
     except OSError:
-        return {}
+        return dict
     try:
         diff = _start(["git", "-C", folder, "diff", "HEAD", "--no-color", "--no-ext-diff"])
     except OSError:
         _stop(status)
-        return {}
+        return dict
+    return lambda: _git_result(status, diff)
+
+
+def _git_result(status: subprocess.Popen[bytes], diff: subprocess.Popen[bytes]) -> dict[str, Any]:
     try:
         status_out = _finish(status)
         diff_out = _finish(diff)
