@@ -129,22 +129,24 @@ def print_rows(headers: list[str], rows: list[list[str]]) -> None:
     """Aligned plain-text columns, fast for thousands of rows; statuses are coloured on a terminal only."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     if sys.stdout.isatty():
-        out = [_row(headers, widths, bold=True), *(_row(r, widths, colour=True) for r in rows)]
+        out = [_row(headers, widths, bold=True), *(_row(r, widths) for r in rows)]
     else:  # the same text in one format call per row: `cairn plan` of 20,000 steps prints 20,000 of them
         line = "  ".join([*(f"{{:<{w}}}" for w in widths[:-1]), "{}"])
         out = [line.format(*r).rstrip() for r in (headers, *rows)]
     sys.stdout.write("\n".join(out) + "\n")
 
 
-def _row(cells: list[str], widths: list[int], bold: bool = False, colour: bool = False) -> str:
-    parts = []
-    for cell, width in zip(cells, widths, strict=True):
-        text = cell.ljust(width)
-        code = _ANSI.get(STATUS_STYLE.get(cell, "")) if colour else None
-        if bold:
-            code = "1"
-        parts.append(f"\033[{code}m{text}\033[0m" if code else text)
+def _row(cells: list[str], widths: list[int], bold: bool = False) -> str:
+    """A row for a terminal: bold (the header), or with each status cell in its colour."""
+    parts = [
+        _ansi(cell.ljust(width), "1" if bold else _ANSI.get(STATUS_STYLE.get(cell, "")))
+        for cell, width in zip(cells, widths, strict=True)
+    ]
     return "  ".join(parts).rstrip()
+
+
+def _ansi(text: str, code: str | None) -> str:
+    return f"\033[{code}m{text}\033[0m" if code else text
 
 
 def table(*columns: str) -> Table:
@@ -223,5 +225,4 @@ def styled(status: str) -> str:
 
 def painted(text: str, status: str) -> str:
     """`text` in the colour of `status` on a terminal, plain elsewhere (`styled` without Rich)."""
-    code = _ANSI.get(STATUS_STYLE.get(status, "")) if sys.stdout.isatty() else None
-    return f"\033[{code}m{text}\033[0m" if code else text
+    return _ansi(text, _ANSI.get(STATUS_STYLE.get(status, ""))) if sys.stdout.isatty() else text
