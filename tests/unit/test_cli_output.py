@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from cairn.cli.common import print_rows
@@ -41,4 +43,21 @@ def test_the_run_summary_lists_what_did_not_come_from_the_cache_and_each_error_v
         "clean@2026-01-01 failed:",
         "boom [/red]",
         "run run-1 failed: 1 cached, 1 failed, 1 skipped in 1.50s",
+    ]
+
+
+def test_on_a_terminal_the_header_is_bold_and_statuses_are_coloured(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    print_rows(["step", "status"], [["a", "failed"], ["b", "cached"]])
+    summary(RunResult("run-2", "succeeded", (StepResult("a", "", "executed", 1, "k", "d", 0.5, "never"),)), 0.5)
+    assert capsys.readouterr().out.splitlines() == [
+        "\033[1mstep\033[0m  \033[1mstatus\033[0m",
+        "a     \033[1;31mfailed\033[0m",
+        "b     \033[2mcached\033[0m",
+        "\033[1mstep\033[0m  \033[1mstatus  \033[0m  \033[1mattempts\033[0m  \033[1mduration\033[0m  "
+        "\033[1mreason\033[0m",
+        "a     \033[32mexecuted\033[0m  1         500ms     never",
+        "run run-2 \033[32msucceeded\033[0m: 1 executed in 0.50s",
     ]
