@@ -59,10 +59,11 @@ def hash_encoded(parts: list[bytes]) -> str:
 
 
 def encoded_triples(items: Sequence[Sequence[Any]]) -> bytes:
-    """`encode` of a list of 3-tuples, written directly when every item is a tuple of exactly three str."""
+    """`encode` of a list of 3-tuples, written directly when every item is a tuple (or a named tuple, which
+    `encode` writes as the same list) of exactly three str."""
     out = [b"l%d:" % len(items)]
     for item in items:
-        if type(item) is tuple and len(item) == 3:
+        if isinstance(item, tuple) and len(item) == 3:
             a, b, c = item
             if type(a) is str and type(b) is str and type(c) is str:
                 ra, rb, rc = a.encode("utf-8"), b.encode("utf-8"), c.encode("utf-8")

@@ -152,8 +152,7 @@ def key_of(spec: StepSpec, inputs: Sequence[InputRef]) -> str:
     """The cache key of a step given its inputs' data versions."""
     if spec.source_version is not None:
         return source_key(spec.step, spec.source_version)
-    refs = [(i.asset, i.partition, i.data_version) for i in inputs]
-    return cache_key(spec.step, spec.code_version, spec.params, spec.seed, refs, spec.env)
+    return cache_key(spec.step, spec.code_version, spec.params, spec.seed, inputs, spec.env)
 
 
 # Reasons without specifics, shared by every step they decide (they are immutable).
@@ -390,24 +389,25 @@ def plan_rows(rows: Iterable[PlanRow], history: History) -> Plan:
     out: list[Decision] = []
     for row in rows:
         step, ups = row.step, row.upstream
-        decision = row.precheck or blocked(step, ups, decided)
+        decision = row.precheck
         if decision is None:
-            running = [str(u) for u in ups if decided[u].action == RUN]
-            if running:
-                detail = f"upstream runs: {', '.join(running[:3])}" + (" …" if len(running) > 3 else "")
-                decision = Decision(step, RUN, Reason(ReasonCode.UPSTREAM_RUNS, detail))
-            else:
-                refs = [input_ref(u, decided[u]) for u in ups]
+            # only a cached decision holds a materialization
+            versions = [mat.data_version for u in ups if (mat := decided[u].cached) is not None]
+            if len(versions) == len(ups):  # every upstream step is cached: decided by its own cache key
+                refs = [InputRef(u.asset, u.partition, v) for u, v in zip(ups, versions, strict=True)]
                 decision = decide(row.spec, refs, history, row.forced)
+            else:
+                decision = blocked(step, ups, decided) or _upstream_runs(step, ups, decided)
         decided[step] = decision
         out.append(decision)
     return Plan(tuple(out))
 
 
-def input_ref(step: StepId, decision: Decision) -> InputRef:
-    """The input reference that a cached upstream decision provides."""
-    assert decision.cached is not None
-    return InputRef(step.asset, step.partition, decision.cached.data_version)
+def _upstream_runs(step: StepId, upstream: Sequence[StepId], decided: Mapping[StepId, Decision]) -> Decision:
+    """The decision of a step with an upstream step that runs (and none that fails or is not ready)."""
+    running = [str(u) for u in upstream if decided[u].action == RUN]
+    detail = f"upstream runs: {', '.join(running[:3])}" + (" …" if len(running) > 3 else "")
+    return Decision(step, RUN, Reason(ReasonCode.UPSTREAM_RUNS, detail))
 
 
 def critical_path(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class RunStatus(StrEnum):
@@ -55,9 +55,12 @@ class StoredValue:
     pytype: str
 
 
-@dataclass(frozen=True, slots=True)
-class InputRef:
-    """One input of a materialization: which asset partition, at which data version."""
+class InputRef(NamedTuple):
+    """One input of a materialization: which asset partition, at which data version.
+
+    A named tuple (immutable, and a third of a frozen dataclass's cost to create: a plan of 20,000 steps reads
+    and builds 40,000 of them); it hashes into a cache key as the triple it is.
+    """
 
     asset: str
     partition: str
