@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 from cairn.core.keys import validate_name
 from cairn.core.partitions import (
@@ -51,9 +51,12 @@ class Resources:
             raise DefinitionError(f"Resources(cpu={self.cpu}, memory_mb={self.memory_mb}) must not be negative")
 
 
-@dataclass(frozen=True, slots=True)
-class Input:
-    """One input of an asset: the function parameter it fills and the asset it comes from."""
+class Input(NamedTuple):
+    """One input of an asset: the function parameter it fills and the asset it comes from.
+
+    A named tuple, as immutable as a frozen dataclass and cheaper to create (a project of 20,000 assets has
+    40,000 inputs, built on every command).
+    """
 
     param: str
     asset: str
@@ -185,13 +188,13 @@ def asset(
     def build(func: Callable[..., Any]) -> AssetDef:
         # An explicit name="" is refused by validate_name, not replaced by the function's name.
         asset_name: str = name if name is not None else str(getattr(func, "__name__", ""))
-        shape, context_param = _shape(asset_name, func)
+        shape, context_param, names = _shape(asset_name, func)
         where = _location(func)
         validate_name(asset_name)
         return AssetDef(
             name=asset_name,
             fn=func,
-            inputs=_inputs(asset_name, shape, ins or {}),
+            inputs=_inputs(asset_name, shape, names, ins or {}),
             context_param=context_param,
             params=_checked_params(asset_name, params or {}),
             # Options left at their defaults need no checks (a loop may define thousands of assets).
@@ -324,7 +327,7 @@ class _Param:
 
 # One function often defines thousands of assets (``asset(name=..., params=...)(fn)`` in a loop): its
 # signature is read once. Weak keys: a reloaded project's old functions are dropped with it.
-_Shape = tuple[tuple[_Param, ...], str | None]  # the parameters, and which one takes the context
+_Shape = tuple[tuple[_Param, ...], str | None, frozenset[str]]  # the parameters, the context's, all names
 _shapes: weakref.WeakKeyDictionary[Callable[..., Any], _Shape] = weakref.WeakKeyDictionary()
 
 
@@ -344,13 +347,15 @@ def _shape(asset_name: str, func: Callable[..., Any]) -> _Shape:
         _Param(p.name, _annotation_name(p.annotation), _is_context(p), p.kind in variadic)
         for p in signature.parameters.values()
     )
-    found = params, next((p.name for p in params if p.context), None)
+    found = params, next((p.name for p in params if p.context), None), frozenset(p.name for p in params)
     with contextlib.suppress(TypeError):
         _shapes[func] = found
     return found
 
 
-def _inputs(asset_name: str, shape: tuple[_Param, ...], ins: Mapping[str, str | InputMapping]) -> tuple[Input, ...]:
+def _inputs(
+    asset_name: str, shape: tuple[_Param, ...], names: frozenset[str], ins: Mapping[str, str | InputMapping]
+) -> tuple[Input, ...]:
     inputs = []
     for param in shape:
         if param.variadic:
@@ -377,8 +382,7 @@ def _inputs(asset_name: str, shape: tuple[_Param, ...], ins: Mapping[str, str | 
                 f"asset '{asset_name}': ins['{param.name}'] must be an asset name or a mapping "
                 f"(Window, TimeWindow, AllPartitions, Latest), got {upstream!r}"
             )
-    names = {p.name for p in shape}
-    unknown = sorted(set(ins) - names) if ins else []
+    unknown = sorted(set(ins) - names) if ins and not names.issuperset(ins) else []
     if unknown:
         raise DefinitionError(
             f"asset '{asset_name}': ins= maps {unknown} but the function has no such parameter "

@@ -71,12 +71,12 @@ def build_graph(defs: Iterable[AssetDef]) -> Graph:
     for name, ups in upstream.items():
         for up in ups:
             downstream_lists[up].append(name)
-    order = _topological_order(upstream)
+    downstream = {k: tuple(v) for k, v in downstream_lists.items()}
     return Graph(
         assets=MappingProxyType(assets),
         upstream=MappingProxyType(upstream),
-        downstream=MappingProxyType({k: tuple(v) for k, v in downstream_lists.items()}),
-        order=order,
+        downstream=MappingProxyType(downstream),
+        order=_topological_order(upstream, downstream),
     )
 
 
@@ -212,13 +212,11 @@ def _describe(column: Column) -> str:
     return text + ("" if column.nullable else " not null")
 
 
-def _topological_order(upstream: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+def _topological_order(
+    upstream: Mapping[str, tuple[str, ...]], children: Mapping[str, tuple[str, ...]]
+) -> tuple[str, ...]:
     """Kahn's algorithm taking the smallest ready name first, so the order is stable and reads naturally."""
     remaining = {name: len(ups) for name, ups in upstream.items()}
-    children: dict[str, list[str]] = {name: [] for name in upstream}
-    for name, ups in upstream.items():
-        for up in ups:
-            children[up].append(name)
     ready = sorted(name for name, n in remaining.items() if n == 0)
     order: list[str] = []
     while ready:
