@@ -194,10 +194,12 @@ def expand(
             for inp in asset.inputs:
                 producer = graph.assets[inp.asset]
                 ups: tuple[StepId, ...]
-                if producer.partitions is None:  # every mapping reads its one step
+                if producer.partitions is None:  # read through an identity edge (the graph allows no other)
                     ups = whole.get(inp.asset) or whole.setdefault(inp.asset, (StepId(inp.asset, ""),))
+                    row.append(StepInput(inp.param, ups, False, inp.annotation))
                 else:
-                    ups = tuple(StepId(inp.asset, k) for k in mapper.upstream_keys(inp, key, asset))
-                row.append(StepInput(inp.param, ups, reads_dict(inp, producer, asset), inp.annotation))
+                    keys = mapper.upstream_keys(inp, key, asset)
+                    ups = tuple([StepId(inp.asset, k) for k in keys])
+                    row.append(StepInput(inp.param, ups, reads_dict(inp, producer, asset), inp.annotation))
             inputs[step] = row
     return order, inputs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import operator
 import os
@@ -126,6 +125,8 @@ class MetadataStore(
         env_json = None
         if run.environment:
             env_json = _dumps(run.environment, "the run environment")
+            import hashlib  # only recording a run needs it (OpenSSL takes a few ms to load)
+
             env_hash = "sha256:" + hashlib.sha256(env_json.encode()).hexdigest()
         row = (
             run.run_id,
@@ -691,26 +692,26 @@ def _materialization(
     """
     (mat_id, asset, partition, key, version, size, fmt, pytype, run_id, attempt, code_version, code_parts) = row[:12]
     params, seed, duration_s, created_at, metadata, metrics = row[12:]
-    return Materialization(
-        asset=asset,
-        partition=partition,
-        cache_key=key,
-        data_version=version,
-        size=size,
-        format=fmt,
-        pytype=pytype,
-        run_id=run_id,
-        attempt=attempt,
-        code_version=code_version,
-        code_parts=_loads_memo(code_parts, decoded),
-        params=_loads_memo(params, decoded),
-        seed=seed,
-        inputs=inputs,
-        duration_s=duration_s,
-        created_at=created_at,
-        metadata=_loads(metadata),
-        metrics=_loads(metrics),
-        id=mat_id,
+    return Materialization(  # positionally, in field order: a plan reads 20,000 of them
+        asset,
+        partition,
+        key,
+        version,
+        size,
+        fmt,
+        pytype,
+        run_id,
+        attempt,
+        code_version,
+        _loads_memo(code_parts, decoded),
+        _loads_memo(params, decoded),
+        seed,
+        inputs,
+        duration_s,
+        created_at,
+        _loads(metadata),
+        _loads(metrics),
+        mat_id,
     )
 
 
