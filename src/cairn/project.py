@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
-import importlib.abc
 import importlib.machinery
 import json
 import os
@@ -241,8 +240,10 @@ class _FromSource(importlib.machinery.SourceFileLoader):
         return self.source_to_code(self.get_data(self.path), self.path)
 
 
-class _ProjectSourceFinder(importlib.abc.MetaPathFinder):
-    """Routes modules under a project folder to `_FromSource`: the code that runs is the code fingerprinted."""
+class _ProjectSourceFinder:
+    """Routes modules under a project folder to `_FromSource`: the code that runs is the code fingerprinted.
+
+    A meta path finder by its `find_spec` alone (`importlib.abc` would load `importlib.resources` and more)."""
 
     def __init__(self) -> None:
         self.roots: set[str] = set()

@@ -9,9 +9,7 @@ whatever can be described by neither (a client object, a loaded model) is report
 from __future__ import annotations
 
 import datetime
-import decimal
 import enum
-import fractions
 import functools
 import pathlib
 import re
@@ -35,19 +33,29 @@ _BUILTIN_CODE = (
     types.MethodWrapperType,
     types.ClassMethodDescriptorType,
 )
-# Values with a deterministic repr that says everything about them.
-_BY_REPR = (
-    complex,
-    range,
-    datetime.date,
-    datetime.time,
-    datetime.timedelta,
-    datetime.timezone,
-    decimal.Decimal,
-    fractions.Fraction,
-    uuid.UUID,
-    pathlib.PurePath,
-)
+
+
+@functools.cache
+def _by_repr() -> tuple[type, ...]:
+    """Types of values with a deterministic repr that says everything about them (imported when a value is
+    first described)."""
+    import decimal
+    import fractions
+
+    return (
+        complex,
+        range,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        datetime.timezone,
+        decimal.Decimal,
+        fractions.Fraction,
+        uuid.UUID,
+        pathlib.PurePath,
+    )
+
+
 # Third-party values that are data, not behaviour (like a big list): never reported.
 _DATA_LIBRARIES = frozenset({"numpy", "pandas", "polars", "pyarrow", "scipy"})
 # Types whose instances do not influence what a function computes.
@@ -193,7 +201,7 @@ class _Walk:
             return ["enum", self.code(type(value)), value.name]
         if isinstance(value, re.Pattern):
             return ["re", value.pattern, value.flags]
-        if isinstance(value, _BY_REPR):
+        if isinstance(value, _by_repr()):
             return [type_name(value), repr(value)]
         quiet = _quiet_kind(value)
         if quiet is not None:

@@ -35,7 +35,6 @@ import functools
 import os
 import re
 import shutil
-import socket
 import sys
 import uuid
 from collections.abc import Container, Iterator, Sequence
@@ -122,8 +121,14 @@ def check_digest(digest: str) -> str:
 def temp_name() -> str:
     """A temporary file name no other writer can pick, on this machine or another sharing the folder:
     ``<host>-<pid>-<random>.part``, so that a leftover also says which machine and process left it."""
-    host = _NOT_IN_NAMES.sub("_", socket.gethostname()).strip("_.") or "host"
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:16]}.part"
+    return f"{_host()}-{os.getpid()}-{uuid.uuid4().hex[:16]}.part"
+
+
+@functools.cache
+def _host() -> str:
+    import socket  # only a command that writes objects needs it
+
+    return _NOT_IN_NAMES.sub("_", socket.gethostname()).strip("_.") or "host"
 
 
 def verify_object(digest: str, data: bytes, size: int | None, where: str) -> bytes:
