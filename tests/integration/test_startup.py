@@ -187,3 +187,24 @@ except SystemExit as exc:
         assert "cairn.engine.prepare" in loaded
         assert not {m for m in loaded if m.startswith(("cairn.registry", "rich"))}, sorted(loaded)
         assert not unused & loaded, sorted(unused & loaded)
+
+
+def test_reading_commands_load_no_openssl_sockets_decimals_nor_resources(make_project: ProjectFactory) -> None:
+    """`plan` and `status` only read: hashing a run's environment (OpenSSL's hashlib), naming a temporary file
+    (socket) and describing a Decimal global are for commands that write or fingerprint, and the schema's
+    migrations are listed without `importlib.resources` (each of these took 2-6 ms to import)."""
+    root = make_project(TWO_ASSETS)
+    avoidable = {"hashlib", "_hashlib", "socket", "decimal", "fractions", "importlib.abc", "importlib.resources"}
+    for command in ("run", "plan", "status"):
+        code = f"""
+import sys
+sys.argv = ["cairn", "-C", {str(root)!r}, {command!r}]
+from cairn.cli.main import main
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+"""
+        loaded = modules_loaded_by(code)
+        if command != "run":  # the run makes the project's history to read
+            assert not avoidable & loaded, (command, sorted(avoidable & loaded))
