@@ -82,12 +82,15 @@ def check_hashable(value: Any) -> None:
     if kind in _PLAIN:
         return
     if kind is dict:
-        for k, v in value.items():
-            check_hashable(k)
-            check_hashable(v)
+        for k, v in value.items():  # plain keys and values checked here: the common params of an asset
+            if type(k) not in _PLAIN:
+                check_hashable(k)
+            if type(v) not in _PLAIN:
+                check_hashable(v)
     elif kind is list or kind is tuple:
         for item in value:
-            check_hashable(item)
+            if type(item) not in _PLAIN:
+                check_hashable(item)
     else:
         encode(value)  # subclasses, sets and anything else: the encoder decides
 

@@ -137,7 +137,7 @@ class _Builder:
         for step in order:
             ins = inputs[step]
             # one input reads each of its steps once; several may read the same step
-            ups = ins[0].steps if len(ins) == 1 else tuple(dict.fromkeys(up for inp in ins for up in inp.steps))
+            ups = ins[0].steps if len(ins) == 1 else tuple(dict.fromkeys([up for inp in ins for up in inp.steps]))
             upstream[step] = ups
             for up in ups:
                 children[up].append(step)
