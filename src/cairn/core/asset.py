@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from cairn.core.keys import validate_name
 from cairn.core.partitions import (
@@ -51,12 +51,9 @@ class Resources:
             raise DefinitionError(f"Resources(cpu={self.cpu}, memory_mb={self.memory_mb}) must not be negative")
 
 
-class Input(NamedTuple):
-    """One input of an asset: the function parameter it fills and the asset it comes from.
-
-    A named tuple, as immutable as a frozen dataclass and cheaper to create (a project of 20,000 assets has
-    40,000 inputs, built on every command).
-    """
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One input of an asset: the function parameter it fills and the asset it comes from."""
 
     param: str
     asset: str
