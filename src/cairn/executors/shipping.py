@@ -23,8 +23,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -67,6 +65,8 @@ def package_project(project_dir: str) -> CodePackage | None:
     for path in sorted(_module_files(root)):
         with contextlib.suppress(OSError):  # a module whose file is gone cannot be shipped, nor imported
             files[os.path.relpath(path, root).replace(os.sep, "/")] = _read(path)
+    import zipfile  # only shipping code to remote workers packages it
+
     digest = _digest(files)
     names = tuple(sorted(files))
     buffer = io.BytesIO()
@@ -79,6 +79,9 @@ def package_project(project_dir: str) -> CodePackage | None:
 
 def unpack(data: bytes, into: str) -> str:
     """Extract a package under `into` once (worker side); return its folder. Safe for concurrent callers."""
+    import tempfile
+    import zipfile
+
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         manifest = json.loads(archive.read(MANIFEST))
         package = CodePackage(manifest["project_dir"], manifest["digest"], data, tuple(manifest["files"]))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import io
 import json
-import zipfile
 from types import ModuleType
 from typing import Any, Final
 
@@ -76,6 +75,8 @@ def load_skops(data: bytes) -> Any:
 
 def canonical_skops(data: bytes) -> bytes:
     """The same skops file with member names, object ids and timestamps that do not depend on the process."""
+    import zipfile  # only a model stored with skops needs it
+
     source = zipfile.ZipFile(io.BytesIO(data))
     members = [info for info in source.infolist() if info.filename != _SCHEMA]
     names = {info.filename: f"{n}{_suffix(info.filename)}" for n, info in enumerate(members)}

@@ -6,8 +6,6 @@ list, and a stolen hash does not lead back to it (GitHub stores its tokens' SHA-
 
 from __future__ import annotations
 
-import secrets
-
 from cairn.hashing import hash_struct
 
 PREFIX = "cairn_"
@@ -18,6 +16,8 @@ _HASH_TAG = "cairn.token/1"
 
 def new_token() -> str:
     """A new random token: ``cairn_`` and 43 URL-safe characters (32 bytes from `secrets`)."""
+    import secrets  # with `hmac`, OpenSSL's hashlib: only making a token needs them, not checking one
+
     return PREFIX + secrets.token_urlsafe(32)
 
 

@@ -23,6 +23,7 @@ from cairn.core.records import (
     StepRecord,
 )
 from cairn.errors import LeaseLost, StoreError, UsageError
+from cairn.hashing import digest_bytes
 from cairn.storage.attempts import RELEASED, AttemptLeases, Claim
 from cairn.storage.audit import AuditRecords
 from cairn.storage.automation import AutomationRecords
@@ -125,9 +126,8 @@ class MetadataStore(
         env_json = None
         if run.environment:
             env_json = _dumps(run.environment, "the run environment")
-            import hashlib  # only recording a run needs it (OpenSSL takes a few ms to load)
-
-            env_hash = "sha256:" + hashlib.sha256(env_json.encode()).hexdigest()
+            # older runs join their environment by a sha256: key; that environment is stored once more by this one
+            env_hash = digest_bytes(env_json.encode())
         row = (
             run.run_id,
             run.status,
