@@ -167,14 +167,9 @@ except SystemExit:
         assert not heavy, (args, heavy)
 
 
-def test_a_run_without_models_or_failures_imports_no_registry_nor_incidents(make_project: ProjectFactory) -> None:
-    """Who a run is by comes from `cairn.security.authors`; the incident and alert records are only built when a
-    run fails or an incident recovers; contracts, gates and schedules only when the pipeline has them; Rich only
-    when the output is a terminal."""
-    root = make_project(TWO_ASSETS)
-    unused = {"cairn.storage.observations", "cairn.core.contracts", "cairn.core.gates", "cairn.core.automation"}
-    for command in ("run", "run", "plan"):  # cold, then cached
-        code = f"""
+def command_code(root: Path, command: str) -> str:
+    """Code that runs one cairn command on the project at `root` and fails if the command does."""
+    return f"""
 import sys
 sys.argv = ["cairn", "-C", {str(root)!r}, {command!r}]
 from cairn.cli.main import main
@@ -183,7 +178,16 @@ try:
 except SystemExit as exc:
     assert not exc.code, exc.code
 """
-        loaded = modules_loaded_by(code)
+
+
+def test_a_run_without_models_or_failures_imports_no_registry_nor_incidents(make_project: ProjectFactory) -> None:
+    """Who a run is by comes from `cairn.security.authors`; the incident and alert records are only built when a
+    run fails or an incident recovers; contracts, gates and schedules only when the pipeline has them; Rich only
+    when the output is a terminal."""
+    root = make_project(TWO_ASSETS)
+    unused = {"cairn.storage.observations", "cairn.core.contracts", "cairn.core.gates", "cairn.core.automation"}
+    for command in ("run", "run", "plan"):  # cold, then cached
+        loaded = modules_loaded_by(command_code(root, command))
         assert "cairn.engine.prepare" in loaded
         assert not {m for m in loaded if m.startswith(("cairn.registry", "rich"))}, sorted(loaded)
         assert not unused & loaded, sorted(unused & loaded)
@@ -199,15 +203,6 @@ def test_reading_commands_load_no_openssl_sockets_decimals_nor_resources(make_pr
     # a run names temporary files and records its host (socket), but hashes nothing with OpenSSL and ships nothing
     not_for_a_run = {"hashlib", "_hashlib", "secrets", "hmac", "zipfile", "importlib.resources"}
     for command in ("run", "plan", "status"):
-        code = f"""
-import sys
-sys.argv = ["cairn", "-C", {str(root)!r}, {command!r}]
-from cairn.cli.main import main
-try:
-    main()
-except SystemExit as exc:
-    assert not exc.code, exc.code
-"""
-        loaded = modules_loaded_by(code)
+        loaded = modules_loaded_by(command_code(root, command))
         unwanted = not_for_a_run if command == "run" else avoidable
         assert not unwanted & loaded, (command, sorted(unwanted & loaded))
