@@ -379,7 +379,7 @@ def _inputs(
                 f"asset '{asset_name}': ins['{param.name}'] must be an asset name or a mapping "
                 f"(Window, TimeWindow, AllPartitions, Latest), got {upstream!r}"
             )
-    unknown = sorted(set(ins) - names) if ins and not names.issuperset(ins) else []
+    unknown = sorted(ins.keys() - names)
     if unknown:
         raise DefinitionError(
             f"asset '{asset_name}': ins= maps {unknown} but the function has no such parameter "

@@ -57,6 +57,8 @@ class CodePackage:
 
 def package_project(project_dir: str) -> CodePackage | None:
     """Package the project's imported modules and its cairn.toml (engine side); None without a cairn.toml."""
+    import zipfile  # only shipping code to remote workers packages it
+
     root = os.path.abspath(project_dir)
     try:
         files = {CONFIG_FILE: _read(os.path.join(root, CONFIG_FILE))}
@@ -65,8 +67,6 @@ def package_project(project_dir: str) -> CodePackage | None:
     for path in sorted(_module_files(root)):
         with contextlib.suppress(OSError):  # a module whose file is gone cannot be shipped, nor imported
             files[os.path.relpath(path, root).replace(os.sep, "/")] = _read(path)
-    import zipfile  # only shipping code to remote workers packages it
-
     digest = _digest(files)
     names = tuple(sorted(files))
     buffer = io.BytesIO()
