@@ -136,6 +136,36 @@ def test_byte_identical_output_after_a_param_change_keeps_the_descendants_cached
     assert result["b"].status == "cached" and result["c"].status == "cached"
 
 
+class CountingReads:
+    """The metadata store, counting how often the full records of the latest materializations are read."""
+
+    def __init__(self, meta: MetadataStore) -> None:
+        self.meta = meta
+        self.full_reads = 0
+
+    def latest_materializations(self) -> Any:
+        self.full_reads += 1
+        return self.meta.latest_materializations()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.meta, name)
+
+
+def test_a_cached_plan_reads_references_and_a_miss_reads_the_full_records_once(stores: Stores) -> None:
+    project = stores.project(CHAIN)
+    stores.run(project, ScriptedExecutor(stores.artifacts))
+    reads = CountingReads(stores.meta)
+    history = StoreHistory(reads, stores.artifacts)
+    cached = prepare(project, RunOptions(), stores.meta, history, datetime.now(UTC)).plan(history)
+    assert [d.action for d in cached.steps] == ["cached"] * 3 and reads.full_reads == 0
+    latest = stores.meta.latest_materializations()
+    assert [d.cached for d in cached.steps] == [latest[(name, "")].ref for name in ("a", "b", "c")]
+    changed = RunOptions(overrides={"a": {"n": 2}}, selection=("a",))
+    for _ in range(2):  # the records are read for the first reason that compares them, then kept
+        missed = prepare(project, changed, stores.meta, history, datetime.now(UTC)).plan(history)
+        assert str(missed.steps[0].reason) == "param changed: n 1→2" and reads.full_reads == 1
+
+
 def test_a_retryable_failure_is_retried_and_every_attempt_is_recorded(stores: Stores) -> None:
     project = stores.project(CHAIN)
     executor = ScriptedExecutor(stores.artifacts, {"a": ["flaky", "flaky", "ok"]})

@@ -23,7 +23,7 @@ from cairn.core.plan import (
     plan,
     root_causes,
 )
-from cairn.core.records import InputRef, Materialization
+from cairn.core.records import InputRef, Materialization, MaterializationRef
 
 
 @dataclass
@@ -33,9 +33,9 @@ class FakeHistory:
     failed_keys: set[str] = field(default_factory=set)
     missing: set[str] = field(default_factory=set)
 
-    def cached(self, step: StepId, cache_key: str) -> Materialization | None:
+    def cached(self, step: StepId, cache_key: str) -> MaterializationRef | None:
         mat = self.mats.get(cache_key)
-        return None if mat is None or mat.data_version in self.missing else mat
+        return None if mat is None or mat.data_version in self.missing else mat.ref
 
     def previous(self, step: StepId) -> Materialization | None:
         return self.latest.get(step)

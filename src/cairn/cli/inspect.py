@@ -256,7 +256,8 @@ def why(
     with open_stores(proj.settings) as stores:
         engine, result = preview(proj, options, stores)
         latest = stores.meta.latest_materialization(step.asset, step.partition)
-    decision = next(d for d in result.steps if d.step == step)
+        decision = next(d for d in result.steps if d.step == step)
+        reused = stores.meta.materializations_by_id([decision.cached.id]) if decision.cached is not None else []
     chain = root_causes(result, engine.inputs_of(), step)
     fresh = decision.action == CACHED_ACTION  # a step skipped or failing for missing data is not fresh
     unseen = proj.unresolved(asset)
@@ -284,13 +285,12 @@ def why(
         )
         return
     if fresh:
-        assert decision.cached is not None
+        (hit,) = reused
         console().print(
             f"[green]{step} is fresh[/]: its cache key {short(decision.cache_key)} was materialized "
-            f"by run {decision.cached.run_id} ({ago(decision.cached.created_at)}), "
-            f"data version {short(decision.cached.data_version)}"
+            f"by run {hit.run_id} ({ago(hit.created_at)}), data version {short(hit.data_version)}"
         )
-        _print_checks(decision.cached)
+        _print_checks(hit)
         _print_unseen(unseen)
         return
     console().print(f"[yellow]{step} is stale[/]: {escape(str(decision.reason))}")

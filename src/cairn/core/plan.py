@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol
 
 from cairn.core.fingerprint import part_label
 from cairn.core.keys import StepId, cache_key, source_key, step_label
-from cairn.core.records import InputRef, Materialization
+from cairn.core.records import InputRef, Materialization, MaterializationRef
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})  # the default of a spec's mappings: shared, so read-only
 
@@ -113,7 +113,7 @@ class StepSpec(NamedTuple):
 class History(Protocol):
     """What the planner may ask of recorded history."""
 
-    def cached(self, step: StepId, cache_key: str) -> Materialization | None:
+    def cached(self, step: StepId, cache_key: str) -> MaterializationRef | None:
         """A successful materialization of `step` with this key whose object is present."""
         ...
 
@@ -133,7 +133,7 @@ class Decision(NamedTuple):
     action: str
     reason: Reason
     cache_key: str | None = None
-    cached: Materialization | None = None
+    cached: MaterializationRef | None = None  # what a cached step reuses
     inputs: tuple[InputRef, ...] = ()
 
 
@@ -315,7 +315,7 @@ def precheck(
         return Decision(step, SKIP, Reason(ReasonCode.INPUT_NOT_READY, detail))
     if pinned is not None:
         reason = Reason(ReasonCode.PINNED, f"pinned by snapshot {snapshot}")
-        return Decision(step, CACHED_ACTION, reason, pinned.cache_key, pinned)
+        return Decision(step, CACHED_ACTION, reason, pinned.cache_key, pinned.ref)
     return None
 
 

@@ -70,6 +70,28 @@ class InputRef(NamedTuple):
         return {"asset": self.asset, "partition": self.partition or None, "data_version": self.data_version}
 
 
+class MaterializationRef(NamedTuple):
+    """Which materialization a step reuses, with its cache key and stored object: all that planning and running
+    need of it. Its lineage, params and metadata stay in the store until asked for (`Materialization`).
+
+    A named tuple, as `InputRef` is: a cached plan of 20,000 steps reads 20,000 of them, where reading the full
+    records would take most of its time. `id` is 0 for a result committed by the run that holds it.
+    """
+
+    id: int
+    asset: str
+    partition: str
+    cache_key: str
+    data_version: str
+    size: int
+    format: str
+    pytype: str
+
+    @property
+    def stored(self) -> StoredValue:
+        return StoredValue(self.data_version, self.size, self.format, self.pytype)
+
+
 @dataclass(frozen=True, slots=True)
 class Materialization:
     """One stored result of one asset partition, immutable, with its lineage."""
@@ -97,6 +119,12 @@ class Materialization:
     @property
     def stored(self) -> StoredValue:
         return StoredValue(self.data_version, self.size, self.format, self.pytype)
+
+    @property
+    def ref(self) -> MaterializationRef:
+        return MaterializationRef(
+            self.id, self.asset, self.partition, self.cache_key, self.data_version, self.size, self.format, self.pytype
+        )
 
     def to_dict(self, *fields: str) -> dict[str, Any]:
         """The JSON form of the record (partition ``""`` as null); only `fields`, in that order, when given."""

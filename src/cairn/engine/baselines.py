@@ -12,11 +12,12 @@ from cairn.core.asset import AssetDef
 from cairn.core.contracts import PREVIOUS, CheckDef, Snapshot, Trailing
 from cairn.core.keys import StepId, step_label
 from cairn.core.partitions import split_key, time_of
-from cairn.core.records import Materialization
+from cairn.core.records import Materialization, MaterializationRef
 from cairn.engine.jobs import DriftBaseline
 from cairn.errors import UsageError
 
-Latest = Callable[[StepId], Materialization | None]
+Known = Materialization | MaterializationRef  # a full record (the store's, a snapshot's) or a run's reference
+Latest = Callable[[StepId], Known | None]
 Pinned = Callable[[str], dict[tuple[str, str], Materialization]]
 
 
@@ -51,7 +52,7 @@ def resolve(
     step: StepId,
     all_keys: Sequence[str],
     latest: Latest,
-    present: Callable[[Materialization], bool],
+    present: Callable[[Known], bool],
     pinned: Pinned,
 ) -> tuple[DriftBaseline, ...]:
     """The reference of each drift check of `asset` for `step`.
@@ -75,7 +76,7 @@ def _resolve(
     step: StepId,
     all_keys: Sequence[str],
     latest: Latest,
-    present: Callable[[Materialization], bool],
+    present: Callable[[Known], bool],
     pinned: Pinned,
 ) -> DriftBaseline:
     assert check.drift is not None
@@ -101,7 +102,7 @@ def _resolve(
 
 
 def _snapshot(
-    check: CheckDef, step: StepId, snapshot: str, present: Callable[[Materialization], bool], pinned: Pinned
+    check: CheckDef, step: StepId, snapshot: str, present: Callable[[Known], bool], pinned: Pinned
 ) -> DriftBaseline:
     """The snapshot's version of this partition, else every partition of the asset it pins, pooled."""
     name = f"snapshot:{snapshot}"
@@ -119,10 +120,10 @@ def _snapshot(
     return DriftBaseline(check.name, _label(name, kept), tuple(m.stored for m in kept))
 
 
-def _label(name: str, mats: list[Materialization]) -> str:
+def _label(name: str, mats: Sequence[Known]) -> str:
     """``previous_partition: events@2026-06-01 (b3:0a1b2c3d4e5f)``, or a range with a count when several."""
 
-    def one(mat: Materialization) -> str:
+    def one(mat: Known) -> str:
         return step_label(mat.asset, mat.partition)
 
     if len(mats) == 1:

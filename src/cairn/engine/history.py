@@ -6,12 +6,14 @@ from typing import Protocol
 
 from cairn.core.bulk import collector_paused
 from cairn.core.keys import StepId
-from cairn.core.records import Materialization
+from cairn.core.records import Materialization, MaterializationRef
 from cairn.storage.base import ArtifactStore
 
 
 class HistoryReads(Protocol):
     """What the planner's view reads of the metadata store."""
+
+    def latest_refs(self) -> dict[tuple[str, str], MaterializationRef]: ...
 
     def latest_materializations(self) -> dict[tuple[str, str], Materialization]: ...
 
@@ -23,6 +25,9 @@ class HistoryReads(Protocol):
 class StoreHistory:
     """Answers the planner's questions with as few queries as possible (one up front, then per miss).
 
+    A cache hit needs only a `MaterializationRef` of each asset partition's latest materialization; the full
+    records (lineage, params, metadata) are read once, when a step misses and its reason compares them.
+
     A materialization is only a cache hit while its object is present with the recorded size; a full
     hash check happens when the object is read.
     """
@@ -31,16 +36,18 @@ class StoreHistory:
         self._meta = meta
         self._artifacts = artifacts
         with collector_paused():  # one record per asset partition: 20,000 of them for 20,000 assets
-            self._latest = meta.latest_materializations()
+            self._latest = meta.latest_refs()
             self._failed = meta.failed_cache_keys()
+        self._records: dict[tuple[str, str], Materialization] | None = None  # read by the first `previous`
 
-    def cached(self, step: StepId, cache_key: str) -> Materialization | None:
-        mat = self._latest.get((step.asset, step.partition))
-        if mat is None or mat.cache_key != cache_key:
+    def cached(self, step: StepId, cache_key: str) -> MaterializationRef | None:
+        ref = self._latest.get((step.asset, step.partition))
+        if ref is None or ref.cache_key != cache_key:
             mat = self._meta.find_by_cache_key(cache_key)
-        return mat if mat is not None and self.present(mat) else None
+            ref = mat.ref if mat is not None else None
+        return ref if ref is not None and self.present(ref) else None
 
-    def present(self, mat: Materialization) -> bool:
+    def present(self, mat: Materialization | MaterializationRef) -> bool:
         """Whether a materialization's object is stored with its recorded size (its hash is checked on read)."""
         return self._artifacts.size(mat.data_version) == mat.size
 
@@ -50,12 +57,18 @@ class StoreHistory:
         return not self._latest
 
     def previous(self, step: StepId) -> Materialization | None:
-        return self._latest.get((step.asset, step.partition))
+        """The latest materialization of this asset partition, in full (this run's own result once committed)."""
+        if self._records is None:
+            with collector_paused():
+                self._records = self._meta.latest_materializations()
+        return self._records.get((step.asset, step.partition))
 
     def failed(self, cache_key: str) -> bool:
         return cache_key in self._failed
 
     def remember(self, mat: Materialization) -> None:
         """Record a materialization committed during this run."""
-        self._latest[(mat.asset, mat.partition)] = mat
+        self._latest[(mat.asset, mat.partition)] = mat.ref
+        if self._records is not None:
+            self._records[(mat.asset, mat.partition)] = mat
         self._failed.discard(mat.cache_key)

@@ -90,7 +90,7 @@ class _State:
     decision: Decision | None = None
     attempts: int = 0
     token: int | None = None  # the fencing token of the lease the running attempt holds
-    mat: R.Materialization | None = None
+    mat: R.MaterializationRef | None = None  # what the step resolved to: its result, or the one it reuses
     error: str | None = None
     error_class: type[CairnError] | None = None
     duration: float | None = None
@@ -408,7 +408,7 @@ class Engine:
         heapq.heappush(self.ready, (-self.priority.get(step, 0.0), self._seq, step))
 
     def _resolve(
-        self, step: StepId, status: S, reason: str, mat: R.Materialization, decide_children: bool = True
+        self, step: StepId, status: S, reason: str, mat: R.MaterializationRef, decide_children: bool = True
     ) -> list[StepId]:
         st = self.states[step]
         st.status, st.reason, st.mat = status, reason, mat
@@ -470,7 +470,7 @@ class Engine:
             # Another run committed this key since this run decided: its result is as good as this one.
             self.admission.release(step)
             self.recorder.end_attempt(step, st.attempts + 1, "reused", lease=(key, claim.token))
-            self._resolve(step, S.CACHED, "computed by a concurrent run", hit)
+            self._resolve(step, S.CACHED, "computed by a concurrent run", hit.ref)
             return
         st.token = claim.token
         st.attempts += 1
@@ -519,7 +519,7 @@ class Engine:
             return ()
         from cairn.engine import baselines
 
-        def latest(step: StepId) -> R.Materialization | None:
+        def latest(step: StepId) -> R.Materialization | R.MaterializationRef | None:
             known = self.states.get(step)
             if known is not None and known.mat is not None and step != st.step:
                 return known.mat  # this run's result of the reference partition
@@ -642,7 +642,7 @@ class Engine:
         checkpoint_path(str(self.settings.root), mat.cache_key).unlink(missing_ok=True)
         self.history.remember(mat)
         self.on_event(Event(STEP_FINISHED, self.run_id, step, R.EXECUTED, st.reason))
-        self._resolve(step, S.EXECUTED, st.reason, mat)
+        self._resolve(step, S.EXECUTED, st.reason, mat.ref)
 
     def _recompute_input(self, step: StepId, outcome: StepOutcome) -> None:
         """An input object was missing or damaged on read: quarantine it, recompute its producer, run again.

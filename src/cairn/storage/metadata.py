@@ -19,6 +19,7 @@ from cairn.core.records import (
     InputRef,
     LogRecord,
     Materialization,
+    MaterializationRef,
     RunRecord,
     StepRecord,
 )
@@ -48,6 +49,8 @@ _STEP_COLUMNS = ", ".join(_STEP_FIELDS)
 _step_params = operator.attrgetter(*_STEP_FIELDS)
 _MAT_FIELDS = ["id", *(f.name for f in dataclasses.fields(Materialization) if f.name not in ("id", "inputs"))]
 _MAT_COLUMNS = ", ".join(_MAT_FIELDS)
+_REF_COLUMNS = ", ".join(MaterializationRef._fields)
+_LATEST = "(SELECT MAX(id) FROM materializations GROUP BY asset, partition)"  # the newest id of each asset partition
 _MAT_JSON = frozenset({"code_parts", "params", "metadata", "metrics"})
 _MAT_WRITTEN = [name for name in _MAT_FIELDS if name not in ("id", "created_at")]
 
@@ -466,18 +469,25 @@ class MetadataStore(
         mats = self._with_inputs(rows)
         return mats[0] if mats else None
 
+    def latest_refs(self) -> dict[tuple[str, str], MaterializationRef]:
+        """What planning needs of the newest materialization of every asset partition, keyed by
+        ``(asset, partition)``: one query, without the lineage, params and metadata of `latest_materializations`."""
+        rows = self._rows(
+            "read the latest materializations", f"SELECT {_REF_COLUMNS} FROM materializations WHERE id IN {_LATEST}"
+        )
+        return {(row[1], row[2]): MaterializationRef(*row) for row in rows}
+
     def latest_materializations(self) -> dict[tuple[str, str], Materialization]:
         """The newest materialization of every asset partition, keyed by ``(asset, partition)``."""
-        latest = "(SELECT MAX(id) FROM materializations GROUP BY asset, partition)"
         rows = self._rows(
-            "read the latest materializations", f"SELECT {_MAT_COLUMNS} FROM materializations WHERE id IN {latest}"
+            "read the latest materializations", f"SELECT {_MAT_COLUMNS} FROM materializations WHERE id IN {_LATEST}"
         )
         # Their inputs in one query (not one per 500 ids): every asset partition's, for a graph of 20,000 assets.
         inputs: dict[int, list[InputRef]] = {}
         for mat_id, asset, partition, data_version in self._rows(
             "read the latest materializations' inputs",
             "SELECT mat_id, asset, partition, data_version FROM materialization_inputs "
-            f"WHERE mat_id IN {latest} ORDER BY mat_id, position",
+            f"WHERE mat_id IN {_LATEST} ORDER BY mat_id, position",
         ):
             inputs.setdefault(mat_id, []).append(InputRef(asset, partition, data_version))
         decoded: dict[str, Any] = {}

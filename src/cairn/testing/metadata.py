@@ -617,6 +617,9 @@ class MetadataStoreContract:
             ("b", "p2"): "k4",
         }
         assert latest[("b", "p2")].inputs == make_mat("x").inputs
+        # What planning reads of them: the same materializations, each as its reference with the stored id.
+        assert store.latest_refs() == {pair: mat.ref for pair, mat in latest.items()}
+        assert all(ref.id > 0 for ref in store.latest_refs().values())
         assert [m.cache_key for m in store.materializations("b")] == ["k5", "k4", "k3"]
         assert [m.cache_key for m in store.materializations("b", "p1")] == ["k5", "k3"]
         assert [m.cache_key for m in store.materializations("b", limit=1)] == ["k5"]
