@@ -185,8 +185,7 @@ def asset(
     def build(func: Callable[..., Any]) -> AssetDef:
         # An explicit name="" is refused by validate_name, not replaced by the function's name.
         asset_name: str = name if name is not None else str(getattr(func, "__name__", ""))
-        shape, context_param, names = _shape(asset_name, func)
-        where = _location(func)
+        shape, context_param, names, where = _shape(asset_name, func)
         validate_name(asset_name)
         return AssetDef(
             name=asset_name,
@@ -324,7 +323,8 @@ class _Param:
 
 # One function often defines thousands of assets (``asset(name=..., params=...)(fn)`` in a loop): its
 # signature is read once. Weak keys: a reloaded project's old functions are dropped with it.
-_Shape = tuple[tuple[_Param, ...], str | None, frozenset[str]]  # the parameters, the context's, all names
+# The parameters, the context's name, all names, and where the function is defined.
+_Shape = tuple[tuple[_Param, ...], str | None, frozenset[str], str]
 _shapes: weakref.WeakKeyDictionary[Callable[..., Any], _Shape] = weakref.WeakKeyDictionary()
 
 
@@ -344,7 +344,8 @@ def _shape(asset_name: str, func: Callable[..., Any]) -> _Shape:
         _Param(p.name, _annotation_name(p.annotation), _is_context(p), p.kind in variadic)
         for p in signature.parameters.values()
     )
-    found = params, next((p.name for p in params if p.context), None), frozenset(p.name for p in params)
+    context = next((p.name for p in params if p.context), None)
+    found = params, context, frozenset(p.name for p in params), _location(func)
     with contextlib.suppress(TypeError):
         _shapes[func] = found
     return found
@@ -379,8 +380,8 @@ def _inputs(
                 f"asset '{asset_name}': ins['{param.name}'] must be an asset name or a mapping "
                 f"(Window, TimeWindow, AllPartitions, Latest), got {upstream!r}"
             )
-    unknown = sorted(ins.keys() - names)
-    if unknown:
+    if not ins.keys() <= names:
+        unknown = sorted(ins.keys() - names)
         raise DefinitionError(
             f"asset '{asset_name}': ins= maps {unknown} but the function has no such parameter "
             f"(parameters: {sorted(names)})"

@@ -391,16 +391,26 @@ def plan_rows(rows: Iterable[PlanRow], history: History) -> Plan:
         step, ups = row.step, row.upstream
         decision = row.precheck
         if decision is None:
-            # only a cached decision holds a materialization
-            versions = [mat.data_version for u in ups if (mat := decided[u].cached) is not None]
-            if len(versions) == len(ups):  # every upstream step is cached: decided by its own cache key
-                refs = [InputRef(u.asset, u.partition, v) for u, v in zip(ups, versions, strict=True)]
+            refs = _cached_inputs(ups, decided)
+            if refs is not None:  # every upstream step is cached: decided by its own cache key
                 decision = decide(row.spec, refs, history, row.forced)
             else:
                 decision = blocked(step, ups, decided) or _upstream_runs(step, ups, decided)
         decided[step] = decision
         out.append(decision)
     return Plan(tuple(out))
+
+
+def _cached_inputs(upstream: Sequence[StepId], decided: Mapping[StepId, Decision]) -> list[InputRef] | None:
+    """The inputs of a step whose upstream steps are all cached (only a cached decision holds a materialization),
+    else None."""
+    refs = []
+    for up in upstream:
+        hit = decided[up].cached
+        if hit is None:
+            return None
+        refs.append(InputRef(up.asset, up.partition, hit.data_version))
+    return refs
 
 
 def _upstream_runs(step: StepId, upstream: Sequence[StepId], decided: Mapping[StepId, Decision]) -> Decision:
