@@ -186,7 +186,7 @@ class AssetStatus:
 
 def status(project: Project, stores: Stores, options: RunOptions | None = None) -> list[AssetStatus]:
     """Every selected asset partition: fresh, stale or missing, with the reason and latest result."""
-    history = StoreHistory(stores.meta, stores.artifacts)  # read once: it holds the latest materializations
+    history = StoreHistory(stores.meta, stores.artifacts)  # the plan's references, then the records, read once each
     table = prepare(project, options or RunOptions(), stores.meta, history, datetime.now(UTC))
     out = []
     for decision in table.plan(history).steps:
