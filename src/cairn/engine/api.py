@@ -186,7 +186,8 @@ class AssetStatus:
 
 def status(project: Project, stores: Stores, options: RunOptions | None = None) -> list[AssetStatus]:
     """Every selected asset partition: fresh, stale or missing, with the reason and latest result."""
-    history = StoreHistory(stores.meta, stores.artifacts)  # the plan's references, then the records, read once each
+    history = StoreHistory(stores.meta, stores.artifacts)
+    history.read_all()  # every step's record is shown: read them together
     table = prepare(project, options or RunOptions(), stores.meta, history, datetime.now(UTC))
     out = []
     for decision in table.plan(history).steps:

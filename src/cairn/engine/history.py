@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from cairn.core.bulk import collector_paused
@@ -15,7 +16,7 @@ class HistoryReads(Protocol):
 
     def latest_refs(self) -> dict[tuple[str, str], MaterializationRef]: ...
 
-    def latest_materializations(self) -> dict[tuple[str, str], Materialization]: ...
+    def materializations_by_id(self, ids: Sequence[int]) -> list[Materialization]: ...
 
     def find_by_cache_key(self, cache_key: str) -> Materialization | None: ...
 
@@ -26,7 +27,8 @@ class StoreHistory:
     """Answers the planner's questions with as few queries as possible (one up front, then per miss).
 
     A cache hit needs only a `MaterializationRef` of each asset partition's latest materialization; the full
-    records (lineage, params, metadata) are read once, when a step misses and its reason compares them.
+    record (lineage, params, metadata) of one is read when a step misses and its reason compares them, by id
+    (0.02 ms each: a run with 1,275 changed steps of 20,000 reads 1,275 records, not 20,000).
 
     A materialization is only a cache hit while its object is present with the recorded size; a full
     hash check happens when the object is read.
@@ -38,7 +40,7 @@ class StoreHistory:
         with collector_paused():  # one record per asset partition: 20,000 of them for 20,000 assets
             self._latest = meta.latest_refs()
             self._failed = meta.failed_cache_keys()
-        self._records: dict[tuple[str, str], Materialization] | None = None  # read by the first `previous`
+        self._records: dict[tuple[str, str], Materialization] = {}  # read by `previous`, or committed by the run
 
     def cached(self, step: StepId, cache_key: str) -> MaterializationRef | None:
         ref = self._latest.get((step.asset, step.partition))
@@ -57,11 +59,27 @@ class StoreHistory:
         return not self._latest
 
     def previous(self, step: StepId) -> Materialization | None:
-        """The latest materialization of this asset partition, in full (this run's own result once committed)."""
-        if self._records is None:
-            with collector_paused():
-                self._records = self._meta.latest_materializations()
-        return self._records.get((step.asset, step.partition))
+        """The latest materialization of this asset partition, in full: the one its reference names, or this
+        run's own result once committed."""
+        key = (step.asset, step.partition)
+        mat = self._records.get(key)
+        if mat is None:
+            ref = self._latest.get(key)
+            if ref is None:
+                return None
+            found = self._meta.materializations_by_id([ref.id])
+            if not found:  # its row is gone since (nothing deletes one today): nothing to compare with
+                return None
+            mat = self._records[key] = found[0]
+        return mat
+
+    def read_all(self) -> None:
+        """Read the full record of every reference at once, for a caller that asks `previous` of every step
+        (one query per 500 records instead of one per record)."""
+        unread = [ref.id for key, ref in self._latest.items() if key not in self._records]
+        with collector_paused():
+            for mat in self._meta.materializations_by_id(unread):
+                self._records[(mat.asset, mat.partition)] = mat
 
     def failed(self, cache_key: str) -> bool:
         return cache_key in self._failed
@@ -69,6 +87,5 @@ class StoreHistory:
     def remember(self, mat: Materialization) -> None:
         """Record a materialization committed during this run."""
         self._latest[(mat.asset, mat.partition)] = mat.ref
-        if self._records is not None:
-            self._records[(mat.asset, mat.partition)] = mat
+        self._records[(mat.asset, mat.partition)] = mat
         self._failed.discard(mat.cache_key)
