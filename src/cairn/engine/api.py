@@ -186,8 +186,7 @@ class AssetStatus:
 
 def status(project: Project, stores: Stores, options: RunOptions | None = None) -> list[AssetStatus]:
     """Every selected asset partition: fresh, stale or missing, with the reason and latest result."""
-    history = StoreHistory(stores.meta, stores.artifacts)
-    history.read_all()  # every step's record is shown: read them together
+    history = StoreHistory(stores.meta, stores.artifacts, records=True)  # every step's record is shown
     table = prepare(project, options or RunOptions(), stores.meta, history, datetime.now(UTC))
     out = []
     for decision in table.plan(history).steps:

@@ -16,6 +16,8 @@ class HistoryReads(Protocol):
 
     def latest_refs(self) -> dict[tuple[str, str], MaterializationRef]: ...
 
+    def latest_materializations(self) -> dict[tuple[str, str], Materialization]: ...
+
     def materializations_by_id(self, ids: Sequence[int]) -> list[Materialization]: ...
 
     def find_by_cache_key(self, cache_key: str) -> Materialization | None: ...
@@ -34,13 +36,19 @@ class StoreHistory:
     hash check happens when the object is read.
     """
 
-    def __init__(self, meta: HistoryReads, artifacts: ArtifactStore) -> None:
+    def __init__(self, meta: HistoryReads, artifacts: ArtifactStore, *, records: bool = False) -> None:
+        """`records`: read every full record up front, for a caller that asks `previous` of every step."""
         self._meta = meta
         self._artifacts = artifacts
-        with collector_paused():  # one record per asset partition: 20,000 of them for 20,000 assets
-            self._latest = meta.latest_refs()
+        # read by `previous` (or all up front), or committed by the run
+        self._records: dict[tuple[str, str], Materialization] = {}
+        with collector_paused():  # one per asset partition: 20,000 of them for 20,000 assets
+            if records:
+                self._records = meta.latest_materializations()
+                self._latest = {key: mat.ref for key, mat in self._records.items()}
+            else:
+                self._latest = meta.latest_refs()
             self._failed = meta.failed_cache_keys()
-        self._records: dict[tuple[str, str], Materialization] = {}  # read by `previous`, or committed by the run
 
     def cached(self, step: StepId, cache_key: str) -> MaterializationRef | None:
         ref = self._latest.get((step.asset, step.partition))
@@ -72,14 +80,6 @@ class StoreHistory:
                 return None
             mat = self._records[key] = found[0]
         return mat
-
-    def read_all(self) -> None:
-        """Read the full record of every reference at once, for a caller that asks `previous` of every step
-        (one query per 500 records instead of one per record)."""
-        unread = [ref.id for key, ref in self._latest.items() if key not in self._records]
-        with collector_paused():
-            for mat in self._meta.materializations_by_id(unread):
-                self._records[(mat.asset, mat.partition)] = mat
 
     def failed(self, cache_key: str) -> bool:
         return cache_key in self._failed
