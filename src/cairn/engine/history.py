@@ -40,14 +40,10 @@ class StoreHistory:
         """`records`: read every full record up front, for a caller that asks `previous` of every step."""
         self._meta = meta
         self._artifacts = artifacts
-        # read by `previous` (or all up front), or committed by the run
-        self._records: dict[tuple[str, str], Materialization] = {}
         with collector_paused():  # one per asset partition: 20,000 of them for 20,000 assets
-            if records:
-                self._records = meta.latest_materializations()
-                self._latest = {key: mat.ref for key, mat in self._records.items()}
-            else:
-                self._latest = meta.latest_refs()
+            # full records: all up front, or each as `previous` first reads it, and those the run commits
+            self._records = meta.latest_materializations() if records else {}
+            self._latest = {key: mat.ref for key, mat in self._records.items()} if records else meta.latest_refs()
             self._failed = meta.failed_cache_keys()
 
     def cached(self, step: StepId, cache_key: str) -> MaterializationRef | None:
