@@ -70,6 +70,20 @@ def test_a_deferred_object_gets_its_name_only_when_published(tmp_path: Path) -> 
     assert os.listdir(store.tmp_dir) == []
 
 
+def test_an_object_already_stored_is_not_written_durable_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalArtifactStore(tmp_path / "store")
+    digest, size = store.put_bytes(b"the same bytes")
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    assert store.put_bytes(b"the same bytes") == (digest, size)
+    assert synced == [], "the copy that is thrown away was fsynced (its name already holds durable bytes)"
+    assert os.listdir(store.tmp_dir) == []
+    assert store.read_bytes(digest, size) == b"the same bytes"
+    store.put_bytes(b"other bytes")
+    assert len(synced) >= 2, "a new object is fsynced, and its folder"
+
+
 def test_objects_of_another_store_are_refused(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path / "store")
     other = PendingObject(str(tmp_path / "elsewhere"), "b3:" + "0" * 64, 1, "x.part")

@@ -10,9 +10,10 @@ A write goes through an `ObjectWriter` that hashes the bytes as they arrive (one
 under their digest on `commit`. The local store (a local disk, or a folder shared by several machines over
 NFS) does it with plain `os` calls and no locks:
 
-    write ... write -> commit: flush, fsync, hard-link into objects/ab/... (fails if already there: then the
-                               same bytes are published, or a damaged object is replaced by rename), remove the
-                               temporary file, fsync the directory
+    write ... write -> commit: an object of that digest and size already stored is on disk: remove the
+                               temporary file; otherwise flush, fsync, hard-link into objects/ab/... (fails if
+                               already there: then the same bytes are published, or a damaged object is
+                               replaced by rename), remove the temporary file, fsync the directory
                     -> abort:  remove the temporary file; nothing is published
 
 Under `deferred_publishing` (the engine's local executors use it: the step jobs that finish together are
@@ -272,10 +273,14 @@ class _LocalWriter(HashingWriter):
                 name = os.path.basename(self._tmp_path)
                 unpublished.objects.append(PendingObject(self._store.root, digest, size, name))
             return
+        final = self._store.object_path(digest)
+        if _file_size(final) == size:  # published before, so already on disk
+            self._file.close()
+            os.remove(self._tmp_path)
+            return
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        final = self._store.object_path(digest)
         shard = os.path.dirname(final)
         if not os.path.isdir(shard):
             os.makedirs(shard, exist_ok=True)
