@@ -46,7 +46,6 @@ def burn(n, log):
 PIPELINE = f'''\
 """8 burns that log when they run, and a join."""
 
-import itertools
 import os
 import time
 
@@ -63,7 +62,6 @@ def burns(n, log):
 '''
 
 POOL = f"""\
-import itertools
 import os
 import sys
 import time
