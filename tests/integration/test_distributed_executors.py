@@ -345,11 +345,34 @@ def running_jobs() -> list[str]:
     return [job.key for job in dask._running.values()]
 
 
-def kill_first_start(root: Path) -> int:
-    """SIGKILL the worker process of the first attempt once it has started the step; returns its pid."""
+def kill_first_start(root: Path, dask_address: str | None = None) -> int:
+    """SIGKILL the worker process of the first attempt once it has started the step; returns its pid.
+
+    With `dask_address`, only once that scheduler holds the job's "running" event: a worker sends its
+    events in batches, and one killed within milliseconds of starting the job loses the event with it."""
+    since = time.time()  # before the run's executor exists: the events of its jobs are all later
     _, pid = wait_for_line(root / "started.log")[0].split()
+    if dask_address is not None:
+        wait_for_start_event(dask_address, since)
     os.kill(int(pid), signal.SIGKILL)
     return int(pid)
+
+
+def wait_for_start_event(address: str, since: float, timeout: float = 30.0) -> None:
+    """Wait until the scheduler holds a cairn job's "running" event logged after `since` (wall clock)."""
+    with distributed.Client(address, set_as_default=False) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = client.get_events()
+            if any(
+                stamp >= since and message.get("phase") == "running"
+                for topic, logged in events.items()
+                if topic.startswith("cairn-")
+                for stamp, message in logged
+            ):
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"the Dask scheduler got no job start event within {timeout} s")
 
 
 def assert_only_the_retry_was_published(root: Path, result: RunResult, killed: int) -> None:
@@ -390,7 +413,7 @@ def test_a_dask_re_run_of_a_lost_workers_step_is_abandoned_and_the_engine_retrie
     root = write_project(tmp_path / "p", VICTIM, "dask", extra=f'address = "{dask_address}"')
     killed: list[int] = []
     try:
-        result = materialize_while(root, lambda: killed.append(kill_first_start(root)))
+        result = materialize_while(root, lambda: killed.append(kill_first_start(root, dask_address)))
         started = [line.split()[0] for line in (root / "started.log").read_text().splitlines()]
         assert started == ["1", "1", "2"]  # the killed attempt, Dask's re-run of it, the engine's retry
         assert_only_the_retry_was_published(root, result, killed[0])

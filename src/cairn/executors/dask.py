@@ -10,7 +10,9 @@ crashed. On a cluster whose scheduler does re-run tasks of lost workers (Dask's 
 is 3), a job's second "running" event gives the re-run away: the attempt is reported as crashed at once,
 so that the engine's retry policy decides as for any crash, and the re-run is cancelled and stopped in its
 worker thread. Its result is never collected, so nothing of it is committed (should it have written an
-object before it stopped, the object is unreferenced, and ``cairn gc`` removes it).
+object before it stopped, the object is unreferenced, and ``cairn gc`` removes it). A worker sends its events
+in batches every few milliseconds: one lost before the first start event left it gives the scheduler's re-run
+away as the only start, and that re-run is then the attempt, committed like any other.
 
 The project's code goes with the jobs (`cairn.executors.shipping`): the first job of a project registers
 a worker plugin holding the zip of its modules and cairn.toml, which every worker, and every worker that joins
