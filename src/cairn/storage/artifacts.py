@@ -264,19 +264,16 @@ class _LocalWriter(HashingWriter):
         self._file.write(data)
 
     def _publish(self, digest: str, size: int) -> None:
-        unpublished = _deferred.get()
-        if unpublished is not None:
-            self._file.close()
-            if _file_size(self._store.object_path(digest)) == size:
-                os.remove(self._tmp_path)  # published before, so already on disk
-            else:
-                name = os.path.basename(self._tmp_path)
-                unpublished.objects.append(PendingObject(self._store.root, digest, size, name))
-            return
         final = self._store.object_path(digest)
         if _file_size(final) == size:  # published before, so already on disk
             self._file.close()
             os.remove(self._tmp_path)
+            return
+        unpublished = _deferred.get()
+        if unpublished is not None:
+            self._file.close()
+            name = os.path.basename(self._tmp_path)
+            unpublished.objects.append(PendingObject(self._store.root, digest, size, name))
             return
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -285,9 +282,8 @@ class _LocalWriter(HashingWriter):
         if not os.path.isdir(shard):
             os.makedirs(shard, exist_ok=True)
             _fsync_dir(self._store.objects_dir)
-        if _file_size(final) != size:
-            _place(self._tmp_path, final, size)
-            _fsync_dir(shard)
+        _place(self._tmp_path, final, size)  # keeps an intact object another writer placed meanwhile
+        _fsync_dir(shard)
         with contextlib.suppress(FileNotFoundError):
             os.remove(self._tmp_path)
 
