@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cairn.core.records import ApprovalRecord
+from cairn.core.governance import AliasMove, ApprovalRecord
 from cairn.errors import LeaseLost
 from cairn.storage.metadata import MetadataStore
-from cairn.storage.registry import AliasMove, previous_targets
+from cairn.storage.registry import previous_targets
 from cairn.testing.metadata import StoreOpener, make_mat, make_step, start_run
 from tests.contract.test_metadata_store import BACKENDS
 

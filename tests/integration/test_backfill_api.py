@@ -8,7 +8,7 @@ import pytest
 
 import cairn
 from cairn.config import load_settings
-from cairn.core.records import BackfillRecord
+from cairn.core.governance import BackfillRecord
 from cairn.engine import backfill as backfills
 from cairn.engine.api import open_stores
 from cairn.errors import UsageError

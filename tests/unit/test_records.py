@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import json
 
-from cairn.core.records import (
-    AttemptRecord,
-    BackfillRecord,
-    InputRef,
-    LogRecord,
-    Materialization,
-    RunRecord,
-    SnapshotRecord,
-    StepRecord,
-)
+from cairn.core.governance import BackfillRecord, SnapshotRecord
+from cairn.core.records import AttemptRecord, InputRef, LogRecord, Materialization, RunRecord, StepRecord
 
 MAT = Materialization(
     asset="clean",

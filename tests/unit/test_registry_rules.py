@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cairn.core.records import ApprovalRecord
+from cairn.core.governance import ApprovalRecord
 from cairn.errors import UsageError
 from cairn.registry.rules import approval_counts, gate_results, promotion_problems
 from cairn.registry.versions import parse_model_ref

@@ -27,7 +27,7 @@ from cairn.cli.run import execute_with_progress, exit_for, summary
 from cairn.errors import UsageError
 
 if TYPE_CHECKING:
-    from cairn.core.records import BackfillRecord
+    from cairn.core.governance import BackfillRecord
     from cairn.project import Project
 
 snapshot_app = typer.Typer(help="Pin the current data versions of a selection as a named dataset version.")

@@ -10,7 +10,7 @@ import typer
 from cairn.cli.common import JsonOpt, ProjectOpt, console, err_console, escape, print_json, print_rows, project_stores
 
 if TYPE_CHECKING:
-    from cairn.core.records import AuditEntry, User
+    from cairn.core.governance import AuditEntry, User
 
 users_app = typer.Typer(
     help="Users, their roles (viewer < operator < approver < admin) and tokens; see docs/security.md.",

@@ -18,7 +18,7 @@ from typing import Any
 
 from cairn.config import parse_overrides
 from cairn.core.events import RUN_STARTED, Event
-from cairn.core.records import BackfillRecord
+from cairn.core.governance import BackfillRecord
 from cairn.engine import api
 from cairn.engine.run import EventSink, RunOptions, RunResult, new_run_id
 from cairn.errors import UsageError

@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cairn.core.governance import AliasMove, AliasMoveRecord, AliasRecord
 from cairn.core.keys import validate_name
-from cairn.core.records import AliasMoveRecord, AliasRecord
 from cairn.errors import Refused, UsageError, did_you_mean
 from cairn.registry.promotion import AliasChange, promote, roll_back, rollback, validate_alias
 from cairn.registry.versions import version_at
 from cairn.security import Role, require
-from cairn.storage.registry import AliasMove
 
 if TYPE_CHECKING:
     from cairn.storage.metadata import MetadataStore

@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from cairn.core.governance import AliasMove, ApprovalRecord, MoveResult, User
 from cairn.core.keys import validate_name
-from cairn.core.records import ApprovalRecord, User
 from cairn.errors import Refused, UsageError
 from cairn.registry.versions import ModelVersion, version
 from cairn.security import Role, audit, require
-from cairn.storage.registry import AliasMove, MoveResult
 
 if TYPE_CHECKING:
     from cairn.storage.metadata import MetadataStore

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cairn.core.records import ApprovalRecord
+from cairn.core.governance import ApprovalRecord
 from cairn.security import Role
 
 GATES_KEY = "cairn.gates"

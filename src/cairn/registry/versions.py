@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cairn.core.records import AliasRecord, ApprovalRecord, Materialization, ModelVersionRecord
+from cairn.core.governance import AliasRecord, ApprovalRecord, ModelVersionRecord
+from cairn.core.records import Materialization
 from cairn.errors import UsageError, did_you_mean
 from cairn.registry.rules import MODEL_CARD_KEY, RecordedGate, approval_counts, gate_results, promotion_problems
 

@@ -11,7 +11,7 @@ from cairn.security.roles import Role
 from cairn.security.tokens import TOKEN_VARIABLE, hash_token, looks_like_token
 
 if TYPE_CHECKING:
-    from cairn.core.records import AuditEntry, User
+    from cairn.core.governance import AuditEntry, User
     from cairn.storage.metadata import MetadataStore
 
 _NO_USERS = "no users are defined: add an admin with `cairn users add NAME --role admin`"

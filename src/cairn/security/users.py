@@ -11,7 +11,7 @@ from cairn.security.roles import Role
 from cairn.security.tokens import hash_token, new_token
 
 if TYPE_CHECKING:
-    from cairn.core.records import User
+    from cairn.core.governance import User
     from cairn.storage.metadata import MetadataStore
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cairn.core.records import AuditBreak, AuditEntry
 from cairn.errors import StoreError
 from cairn.hashing import hash_struct
 from cairn.storage.database import Database
 from cairn.storage.dialect import Cursor
+
+if TYPE_CHECKING:  # created on first use: a run reads no audit rows (see cairn.core.governance)
+    from cairn.core.governance import AuditBreak, AuditEntry
 
 # Domain tag of a row's hash; a new encoding gets a new tag.
 HASH_TAG = "cairn.audit/1"
@@ -90,6 +92,8 @@ def append_audit(
         (seq, at, actor, action, subject, text, prev_hash, digest),
     )
     cur.execute(sql("UPDATE audit_head SET hash = ? WHERE id = 1"), (digest,))
+    from cairn.core.governance import AuditEntry
+
     return AuditEntry(seq, at, actor, action, subject, json.loads(text), prev_hash, digest)
 
 
@@ -177,6 +181,8 @@ class AuditRecords(Database):
         return self._transaction("verify the audit log", self._verify)
 
     def _verify(self, cur: Cursor) -> AuditBreak | None:
+        from cairn.core.governance import AuditBreak
+
         cur.execute(self._sql("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash"))
         head = cur.fetchone()
         if head is None:
@@ -221,6 +227,8 @@ class AuditRecords(Database):
 
 def _check(row: Any, last_seq: int, last_hash: str) -> AuditBreak | None:
     """Why one row does not continue the chain after (`last_seq`, `last_hash`), or None when it does."""
+    from cairn.core.governance import AuditBreak
+
     seq = int(row[0])
     if seq != last_seq + 1:
         missing = f"row {last_seq + 1} is" if seq == last_seq + 2 else f"rows {last_seq + 1} to {seq - 1} are"
@@ -249,6 +257,8 @@ def _check(row: Any, last_seq: int, last_hash: str) -> AuditBreak | None:
 
 
 def _entry(row: Any) -> AuditEntry:
+    from cairn.core.governance import AuditEntry
+
     seq, at, actor, action, subject, detail, prev_hash, digest = row
     try:
         parsed = json.loads(detail)

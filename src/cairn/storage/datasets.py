@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cairn.core.records import BackfillRecord, Materialization, SnapshotRecord
+from cairn.core.records import Materialization
 from cairn.errors import UsageError, did_you_mean
 from cairn.storage.database import Database
 from cairn.storage.dialect import Cursor
+
+if TYPE_CHECKING:  # created on first use: a run reads neither (see cairn.core.governance)
+    from cairn.core.governance import BackfillRecord, SnapshotRecord
 
 
 class DatasetRecords(Database):
@@ -44,6 +47,8 @@ class DatasetRecords(Database):
 
     def snapshots(self) -> list[SnapshotRecord]:
         """Every snapshot, newest first, with its number of entries."""
+        from cairn.core.governance import SnapshotRecord
+
         rows = self._rows(
             "list snapshots",
             "SELECT s.name, s.created_at, s.selection, COUNT(e.mat_id) FROM snapshots s "
@@ -126,6 +131,8 @@ class DatasetRecords(Database):
         return next(self._backfill_records(rows))
 
     def _backfill_records(self, rows: list[Any]) -> Iterator[BackfillRecord]:
+        from cairn.core.governance import BackfillRecord
+
         for bid, sel, first, last, status, created, finished, options, total in rows:
             runs = self._rows(
                 f"read the runs of backfill {bid}",

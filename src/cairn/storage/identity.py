@@ -8,13 +8,16 @@ first, which serializes them with each other and with every appender, on SQLite 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cairn.core.records import User
 from cairn.errors import AccessDenied, UsageError, did_you_mean
 from cairn.storage.audit import append_audit, lock_audit
 from cairn.storage.database import Database
 from cairn.storage.dialect import Cursor
+
+if TYPE_CHECKING:  # created on first use: a run reads no users (see cairn.core.governance)
+    from cairn.core.governance import User
 
 T = TypeVar("T")
 
@@ -83,6 +86,8 @@ class IdentityRecords(Database):
                 ),
                 (name, role, token_hash, entry.at, created_by),
             )
+            from cairn.core.governance import User
+
             return User(name, role, entry.at, created_by)
 
         return self._transaction(f"add user {name}", insert)
@@ -103,7 +108,7 @@ class IdentityRecords(Database):
                 self._keep_an_admin(cur, user, f"giving '{name}' the role {role}")
             append_audit(cur, self._sql, actor, "user.role", name, {"from": user.role, "to": role})
             cur.execute(self._sql("UPDATE users SET role = ? WHERE name = ?"), (role, name))
-            return User(user.name, role, user.created_at, user.created_by)
+            return replace(user, role=role)
 
         return self._change_user(f"change the role of user {name}", name, change)
 
@@ -119,7 +124,7 @@ class IdentityRecords(Database):
                 self._keep_an_admin(cur, user, f"disabling '{name}'")
             entry = append_audit(cur, self._sql, actor, "user.disable", name, {"role": user.role})
             cur.execute(self._sql("UPDATE users SET disabled_at = ? WHERE name = ?"), (entry.at, name))
-            return User(user.name, user.role, user.created_at, user.created_by, entry.at)
+            return replace(user, disabled_at=entry.at)
 
         return self._change_user(f"disable user {name}", name, disable)
 
@@ -182,6 +187,8 @@ def _count(cur: Cursor, sql: Callable[[str], str], query: str, *params: Any) -> 
 
 
 def _user(row: Any) -> User:
+    from cairn.core.governance import User
+
     name, role, created_at, created_by, disabled_at = row
     return User(
         str(name), str(role), float(created_at), str(created_by), None if disabled_at is None else float(disabled_at)

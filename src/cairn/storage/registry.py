@@ -10,53 +10,31 @@ together with its audit row, in the transaction that moves it; a rollback replay
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from cairn.core.records import (
-    AliasMoveRecord,
-    AliasRecord,
-    ApprovalRecord,
-    AuditEntry,
-    Materialization,
-    ModelVersionRecord,
-)
+from cairn.core.records import Materialization
 from cairn.errors import StoreError
 from cairn.storage.audit import append_audit
 from cairn.storage.database import Database
 from cairn.storage.dialect import Cursor
+
+if TYPE_CHECKING:  # created on first use: a run moves no alias (see cairn.core.governance)
+    from cairn.core.governance import (
+        AliasMove,
+        AliasMoveRecord,
+        AliasRecord,
+        ApprovalRecord,
+        AuditEntry,
+        ModelVersionRecord,
+        MoveResult,
+    )
 
 _VERSION_COLUMNS = "name, version, mat_id, data_version, run_id, author, created_at"
 _ALIAS_COLUMNS = "alias, asset, mat_id, snapshot, moved_at, moved_by"
 _MOVE_COLUMNS = "id, alias, asset, mat_id, snapshot, action, actor, reason, at"
 # Tries of a registration that lost the race for the next version number to a concurrent engine (PostgreSQL).
 _REGISTER_TRIES = 20
-
-
-@dataclass(frozen=True, slots=True)
-class AliasMove:
-    """A move of an alias as the registry asks for it: the new target, and the audit row that goes with it."""
-
-    alias: str
-    asset: str
-    mat_id: int | None
-    snapshot: str | None
-    action: str  # set | promote | rollback (what alias_moves records)
-    actor: str
-    reason: str
-    audit_action: str  # alias.set, model.promote, ...
-    audit_subject: str
-    audit_detail: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class MoveResult:
-    """What a move did: the alias after it, where it pointed before (None when new), the audit row (None when
-    the alias already pointed there and nothing was written)."""
-
-    alias: AliasRecord
-    before: tuple[int | None, str | None] | None
-    audit: AuditEntry | None
 
 
 def register_in(
@@ -164,6 +142,8 @@ class RegistryRecords(Database):
 
     def approvals(self, name: str | None = None, version: int | None = None) -> list[ApprovalRecord]:
         """Approvals (of one model, one version), oldest first, each with its approver's current role."""
+        from cairn.core.governance import ApprovalRecord
+
         where: list[str] = []
         params: list[Any] = []
         if name is not None:
@@ -230,6 +210,8 @@ class RegistryRecords(Database):
         """
 
         def body(cur: Cursor) -> MoveResult:
+            from cairn.core.governance import MoveResult
+
             current = self._lock_alias(cur, move.alias, move.asset)
             if current is not None and current == (move.mat_id, move.snapshot):
                 record = self._read_alias(cur, move.alias, move.asset)
@@ -320,6 +302,8 @@ class RegistryRecords(Database):
         )
         # Last, as append_audit asks: the audit head is held only from here to the commit.
         entry = append_audit(cur, self._sql, move.actor, move.audit_action, move.audit_subject, move.audit_detail)
+        from cairn.core.governance import AliasRecord, MoveResult
+
         return MoveResult(
             AliasRecord(move.alias, move.asset, move.mat_id, move.snapshot, at, move.actor), before, entry
         )
@@ -354,6 +338,8 @@ def previous_targets(moves: Sequence[tuple[int | None, str | None, str]]) -> lis
 
 
 def _version(row: Sequence[Any]) -> ModelVersionRecord:
+    from cairn.core.governance import ModelVersionRecord
+
     name, version, mat_id, data_version, run_id, author, created_at = row
     return ModelVersionRecord(
         str(name), int(version), int(mat_id), str(data_version), str(run_id), str(author), float(created_at)
@@ -361,6 +347,8 @@ def _version(row: Sequence[Any]) -> ModelVersionRecord:
 
 
 def _alias(row: Sequence[Any]) -> AliasRecord:
+    from cairn.core.governance import AliasRecord
+
     alias, asset, mat_id, snapshot, moved_at, moved_by = row
     return AliasRecord(
         str(alias),
@@ -373,6 +361,8 @@ def _alias(row: Sequence[Any]) -> AliasRecord:
 
 
 def _move(row: Sequence[Any]) -> AliasMoveRecord:
+    from cairn.core.governance import AliasMoveRecord
+
     move_id, alias, asset, mat_id, snapshot, action, actor, reason, at = row
     return AliasMoveRecord(
         int(move_id),

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from cairn.core.governance import AuditBreak, AuditEntry
 from cairn.core.records import (
     ABANDONED,
     CACHED,
@@ -23,8 +24,6 @@ from cairn.core.records import (
     RUNNING,
     SUCCEEDED,
     AttemptRecord,
-    AuditBreak,
-    AuditEntry,
     InputRef,
     LogRecord,
     Materialization,

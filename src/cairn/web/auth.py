@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
-from cairn.core.records import User
+from cairn.core.governance import User
 from cairn.errors import AccessDenied
 from cairn.security import TOKEN_VARIABLE, Role, check_role, current_user
 from cairn.storage.metadata import MetadataStore, open_metadata

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 
 from cairn.core.events import RUN_STARTED, Event
+from cairn.core.governance import User
 from cairn.core.keys import validate_partition
-from cairn.core.records import User
 from cairn.errors import UsageError, did_you_mean
 from cairn.security import audit
 from cairn.storage.metadata import MetadataStore
