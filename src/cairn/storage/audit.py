@@ -196,7 +196,7 @@ class AuditRecords(Database):
             for row in rows:
                 problem = _check(row, last_seq, last_hash)
                 if problem is not None:
-                    return problem
+                    return AuditBreak(*problem)
                 last_seq, last_hash = int(row[0]), str(row[7])
             if len(rows) < _PAGE:
                 break
@@ -225,21 +225,22 @@ class AuditRecords(Database):
         return None
 
 
-def _check(row: Any, last_seq: int, last_hash: str) -> AuditBreak | None:
-    """Why one row does not continue the chain after (`last_seq`, `last_hash`), or None when it does."""
-    from cairn.core.governance import AuditBreak
-
+def _check(row: Any, last_seq: int, last_hash: str) -> tuple[int, str, str] | None:
+    """Why one row does not continue the chain after (`last_seq`, `last_hash`), as the `AuditBreak` fields
+    ``(seq, kind, message)``, or None when it does (run for every row: it builds no record)."""
     seq = int(row[0])
     if seq != last_seq + 1:
         missing = f"row {last_seq + 1} is" if seq == last_seq + 2 else f"rows {last_seq + 1} to {seq - 1} are"
         after = f"row {last_seq}" if last_seq else "the start"
-        return AuditBreak(
-            last_seq + 1, "missing", f"{missing} missing: the chain goes from {after} to row {seq} (rows were deleted)"
+        return (
+            last_seq + 1,
+            "missing",
+            f"{missing} missing: the chain goes from {after} to row {seq} (rows were deleted)",
         )
     prev_hash = str(row[6])
     if prev_hash != last_hash:
         follows = f"row {last_seq}'s hash is {last_hash}" if last_seq else "the first row's must be empty"
-        return AuditBreak(
+        return (
             seq,
             "out_of_order",
             f"row {seq} does not follow row {last_seq}: its prev_hash is {prev_hash or '(empty)'}, but {follows} "
@@ -247,7 +248,7 @@ def _check(row: Any, last_seq: int, last_hash: str) -> AuditBreak | None:
         )
     at, actor, action, subject, detail, stored = float(row[1]), *map(str, row[2:6]), str(row[7])
     if entry_hash(seq, at, actor, action, subject, detail, prev_hash) != stored:
-        return AuditBreak(
+        return (
             seq,
             "edited",
             f"row {seq} ({action} {subject} by {actor}) does not match its hash: a field was edited after it was "
